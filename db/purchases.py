@@ -1,0 +1,247 @@
+"""Packages (purchases) and the session ledger: every statement that touches them.
+
+``use_session``/``release_session`` are one guarded statement each: the UPDATE's WHERE
+clause is the integrity rule, the ledger row, the idempotency record and the NOTIFY ride
+in the same statement, and the result is built from the RETURNING row. When nothing was
+updated, the same round trip returns what is needed to say why.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from db.errors import Code, DomainError, bad_input, not_found
+from db.idempotency import replay
+from db.notify import CHANNEL
+
+Row = Mapping[str, Any]
+Executor = asyncpg.Connection | asyncpg.Pool
+
+PURCHASE_COLUMNS = (
+    "id, trainer_id, client_id, offer_id, sessions_total, sessions_used, expires_at, status, "
+    "revision, created_at"
+)
+MAX_SESSIONS = 1000
+
+_ADJUST = f"""
+WITH changed AS (
+    UPDATE purchases AS p
+       SET sessions_used = p.sessions_used {{op}} 1,
+           revision = p.revision + 1,
+           updated_at = now()
+     WHERE p.id = $1
+       AND p.trainer_id = $2
+       AND {{guard}}
+       AND NOT EXISTS (
+           SELECT 1 FROM idempotency_keys AS k WHERE k.trainer_id = $2 AND k.key = $6
+       )
+    RETURNING p.{PURCHASE_COLUMNS.replace(", ", ", p.")}
+), entry AS (
+    INSERT INTO session_ledger
+        (trainer_id, purchase_id, delta, sessions_used_after, revision,
+         source, actor, reason, idempotency_key)
+    SELECT c.trainer_id, c.id, {{op}}1, c.sessions_used, c.revision, $3, $4, $5, $6
+      FROM changed AS c
+    RETURNING id
+), remembered AS (
+    INSERT INTO idempotency_keys (trainer_id, key, request, result)
+    SELECT c.trainer_id, $6, $7, to_jsonb(c) FROM changed AS c WHERE $6::text IS NOT NULL
+), notified AS (
+    SELECT pg_notify('{CHANNEL}', json_build_object(
+               't', c.trainer_id, 'k', 'purchase', 'id', c.id, 'r', c.revision, 'l', e.id)::text)
+      FROM changed AS c, entry AS e
+)
+SELECT c.*, e.id AS ledger_id,
+       cur.id IS NOT NULL AS found,
+       cur.status AS current_status,
+       cur.expires_at IS NOT NULL AND cur.expires_at <= now() AS expired,
+       k.request AS key_request, k.result AS key_result
+  FROM (SELECT 1) AS one
+  LEFT JOIN (changed AS c CROSS JOIN entry AS e CROSS JOIN notified AS n) ON true
+  LEFT JOIN purchases AS cur ON c.id IS NULL AND cur.id = $1 AND cur.trainer_id = $2
+  LEFT JOIN idempotency_keys AS k ON c.id IS NULL AND k.trainer_id = $2 AND k.key = $6
+"""
+
+USE_SESSION = _ADJUST.format(
+    op="+",
+    guard="p.sessions_used < p.sessions_total AND p.status = 'ACTIVE' "
+    "AND (p.expires_at IS NULL OR p.expires_at > now())",
+)
+RELEASE_SESSION = _ADJUST.format(op="-", guard="p.sessions_used > 0")
+
+KEY_LOOKUP = "SELECT request, result FROM idempotency_keys WHERE trainer_id = $1 AND key = $2"
+
+
+async def _adjust(
+    db: Executor,
+    sql: str,
+    exhausted: DomainError,
+    *,
+    trainer_id: int,
+    purchase_id: int,
+    source: str,
+    actor: str,
+    reason: str | None,
+    key: str | None,
+    request: str,
+) -> Row:
+    try:
+        row = await db.fetchrow(sql, purchase_id, trainer_id, source, actor, reason, key, request)
+    except asyncpg.UniqueViolationError:
+        # A concurrent call with the same key committed first; ours rolled back whole.
+        stored = await db.fetchrow(KEY_LOOKUP, trainer_id, key)
+        first = replay(stored, request)
+        if first is None:  # pragma: no cover - the violation proves the key exists
+            raise
+        return first
+    assert row is not None
+    if row["id"] is not None:
+        return row
+    if key is not None and row["key_request"] is not None:
+        first = replay({"request": row["key_request"], "result": row["key_result"]}, request)
+        assert first is not None
+        return first
+    if not row["found"]:
+        raise not_found("purchase")
+    if row["current_status"] == "CANCELLED" and exhausted.code is Code.NO_SESSIONS_REMAINING:
+        raise DomainError(Code.PURCHASE_CANCELLED, "this package was cancelled")
+    if row["expired"] and exhausted.code is Code.NO_SESSIONS_REMAINING:
+        raise DomainError(Code.PURCHASE_EXPIRED, "this package has expired")
+    raise exhausted
+
+
+async def use_session(
+    db: Executor,
+    *,
+    trainer_id: int,
+    purchase_id: int,
+    source: str,
+    actor: str,
+    reason: str | None,
+    key: str | None,
+    request: str,
+) -> Row:
+    """Count one session: one guarded UPDATE + ledger row + NOTIFY, one round trip."""
+    return await _adjust(
+        db,
+        USE_SESSION,
+        DomainError(Code.NO_SESSIONS_REMAINING, "no sessions left on this package"),
+        trainer_id=trainer_id,
+        purchase_id=purchase_id,
+        source=source,
+        actor=actor,
+        reason=reason,
+        key=key,
+        request=request,
+    )
+
+
+async def release_session(
+    db: Executor,
+    *,
+    trainer_id: int,
+    purchase_id: int,
+    source: str,
+    actor: str,
+    reason: str | None,
+    key: str | None,
+    request: str,
+) -> Row:
+    """Give one session back (Reinstate): the mirror of ``use_session``."""
+    return await _adjust(
+        db,
+        RELEASE_SESSION,
+        DomainError(Code.NOTHING_TO_RELEASE, "no used session to release on this package"),
+        trainer_id=trainer_id,
+        purchase_id=purchase_id,
+        source=source,
+        actor=actor,
+        reason=reason,
+        key=key,
+        request=request,
+    )
+
+
+SELL = f"""
+WITH owner AS (
+    SELECT c.id AS client_id FROM clients AS c WHERE c.id = $2 AND c.trainer_id = $1
+), offer AS (
+    SELECT o.id, o.valid_days FROM offers AS o WHERE o.id = $5 AND o.trainer_id = $1
+), sold AS (
+    INSERT INTO purchases (trainer_id, client_id, offer_id, sessions_total, expires_at)
+    SELECT $1, owner.client_id, offer.id, $3,
+           coalesce($4, now() + make_interval(days => offer.valid_days))
+      FROM owner LEFT JOIN offer ON true
+     WHERE $5::bigint IS NULL OR offer.id IS NOT NULL
+    RETURNING {PURCHASE_COLUMNS}
+), notified AS (
+    SELECT pg_notify('{CHANNEL}', json_build_object(
+               't', s.trainer_id, 'k', 'purchase', 'id', s.id, 'r', s.revision)::text)
+      FROM sold AS s
+)
+SELECT s.*, (SELECT count(*) FROM owner) AS client_found
+  FROM (SELECT 1) AS one LEFT JOIN (sold AS s CROSS JOIN notified) ON true
+"""
+
+
+async def sell_package(
+    db: Executor,
+    *,
+    trainer_id: int,
+    client_id: int,
+    sessions_total: int,
+    expires_at: datetime | None,
+    offer_id: int | None,
+) -> Row:
+    if not 1 <= sessions_total <= MAX_SESSIONS:
+        raise bad_input(f"sessionsTotal must be between 1 and {MAX_SESSIONS}")
+    if expires_at is not None and expires_at.tzinfo is None:
+        raise bad_input("expiresAt needs a UTC offset")
+    row = await db.fetchrow(SELL, trainer_id, client_id, sessions_total, expires_at, offer_id)
+    assert row is not None
+    if row["id"] is None:
+        raise not_found("client" if not row["client_found"] else "offer")
+    return row
+
+
+BY_IDS = f"""
+SELECT {PURCHASE_COLUMNS} FROM purchases WHERE trainer_id = $1 AND id = ANY($2::bigint[])
+"""
+
+BY_CLIENTS = f"""
+SELECT {PURCHASE_COLUMNS} FROM purchases
+ WHERE trainer_id = $1 AND client_id = ANY($2::bigint[])
+ ORDER BY client_id, expires_at NULLS LAST, id
+"""
+
+
+async def by_ids(db: Executor, *, trainer_id: int, ids: Sequence[int]) -> list[Row]:
+    return list(await db.fetch(BY_IDS, trainer_id, list(ids)))
+
+
+async def by_clients(db: Executor, *, trainer_id: int, client_ids: Sequence[int]) -> list[Row]:
+    return list(await db.fetch(BY_CLIENTS, trainer_id, list(client_ids)))
+
+
+LEDGER_COLUMNS = (
+    "id, trainer_id, purchase_id, delta, sessions_used_after, revision, source, booking_id, "
+    "actor, reason, idempotency_key, created_at"
+)
+
+LEDGER_PAGE = f"""
+SELECT {LEDGER_COLUMNS} FROM session_ledger
+ WHERE trainer_id = $1 AND ($2::bigint IS NULL OR purchase_id = $2) AND id > $3
+ ORDER BY id
+ LIMIT $4
+"""
+
+
+async def ledger_page(
+    db: Executor, *, trainer_id: int, purchase_id: int | None, after: int, limit: int
+) -> list[Row]:
+    """Ledger rows in order, oldest first, resuming after the cursor ``after``."""
+    return list(await db.fetch(LEDGER_PAGE, trainer_id, purchase_id, after, limit))

@@ -1,0 +1,192 @@
+"""The tables as SQLAlchemy Core metadata: Alembic's target and the drift test's reference.
+
+The migrations in ``db/migrations/versions`` create exactly this; ``tests/test_migrations.py``
+fails when the two disagree.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Column,
+    DateTime,
+    ForeignKey,
+    Identity,
+    Index,
+    Integer,
+    MetaData,
+    SmallInteger,
+    Table,
+    Text,
+    UniqueConstraint,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
+
+metadata = MetaData()
+
+
+def _created_at() -> Column[object]:
+    return Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now())
+
+
+def _trainer_fk() -> Column[int]:
+    return Column(
+        "trainer_id", BigInteger, ForeignKey("trainers.id", ondelete="CASCADE"), nullable=False
+    )
+
+
+trainers = Table(
+    "trainers",
+    metadata,
+    Column("id", BigInteger, Identity(), primary_key=True),
+    Column("subject", Text, nullable=False, unique=True),
+    Column("name", Text, nullable=False, server_default=""),
+    Column("email", Text),
+    Column("timezone", Text, nullable=False, server_default="UTC"),
+    Column("reminder_hours_before", Integer, nullable=False, server_default="24"),
+    _created_at(),
+)
+
+clients = Table(
+    "clients",
+    metadata,
+    Column("id", BigInteger, Identity(), primary_key=True),
+    _trainer_fk(),
+    Column("name", Text, nullable=False),
+    Column("email", Text),
+    Column("phone", Text),
+    Column("timezone", Text),
+    _created_at(),
+    CheckConstraint("length(name) BETWEEN 1 AND 200", name="clients_name_length"),
+    Index("clients_trainer_name", "trainer_id", "name", "id"),
+)
+
+offers = Table(
+    "offers",
+    metadata,
+    Column("id", BigInteger, Identity(), primary_key=True),
+    _trainer_fk(),
+    Column("name", Text, nullable=False),
+    Column("sessions_total", Integer, nullable=False),
+    Column("valid_days", Integer),
+    Column("price_cents", Integer),
+    _created_at(),
+    CheckConstraint("sessions_total > 0", name="offers_sessions_total_positive"),
+    CheckConstraint("valid_days IS NULL OR valid_days > 0", name="offers_valid_days_positive"),
+    Index("offers_trainer", "trainer_id"),
+)
+
+purchases = Table(
+    "purchases",
+    metadata,
+    Column("id", BigInteger, Identity(), primary_key=True),
+    _trainer_fk(),
+    Column("client_id", BigInteger, ForeignKey("clients.id", ondelete="CASCADE"), nullable=False),
+    Column("offer_id", BigInteger, ForeignKey("offers.id", ondelete="SET NULL")),
+    Column("sessions_total", Integer, nullable=False),
+    Column("sessions_used", Integer, nullable=False, server_default="0"),
+    Column("expires_at", DateTime(timezone=True)),
+    Column("status", Text, nullable=False, server_default="ACTIVE"),
+    Column("revision", Integer, nullable=False, server_default="0"),
+    _created_at(),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    CheckConstraint("sessions_total > 0", name="purchases_sessions_total_positive"),
+    CheckConstraint(
+        "sessions_used BETWEEN 0 AND sessions_total", name="purchases_sessions_used_in_range"
+    ),
+    CheckConstraint("status IN ('ACTIVE', 'CANCELLED')", name="purchases_status_known"),
+    CheckConstraint("revision >= 0", name="purchases_revision_non_negative"),
+    Index("purchases_client", "client_id", "expires_at"),
+    Index("purchases_trainer", "trainer_id"),
+)
+
+bookings = Table(
+    "bookings",
+    metadata,
+    Column("id", BigInteger, Identity(), primary_key=True),
+    _trainer_fk(),
+    Column("client_id", BigInteger, ForeignKey("clients.id", ondelete="CASCADE"), nullable=False),
+    Column("purchase_id", BigInteger, ForeignKey("purchases.id", ondelete="SET NULL")),
+    Column("starts_at", DateTime(timezone=True), nullable=False),
+    Column("ends_at", DateTime(timezone=True), nullable=False),
+    Column("status", Text, nullable=False, server_default="CONFIRMED"),
+    Column("charged", Boolean, nullable=False, server_default=text("false")),
+    Column("unpaid", Boolean, nullable=False, server_default=text("false")),
+    Column("late_cancel", Boolean, nullable=False, server_default=text("false")),
+    Column("completed_by", Text),
+    Column("completed_at", DateTime(timezone=True)),
+    Column("reminder_sent_at", DateTime(timezone=True)),
+    _created_at(),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    CheckConstraint("ends_at > starts_at", name="bookings_ends_after_start"),
+    CheckConstraint(
+        "status IN ('CONFIRMED', 'COMPLETED', 'CANCELLED', 'NO_SHOW')", name="bookings_status_known"
+    ),
+    CheckConstraint(
+        "completed_by IS NULL OR completed_by IN ('MANUAL', 'CALENDAR', 'SWEEPER', 'INTEGRATION')",
+        name="bookings_completed_by_known",
+    ),
+    CheckConstraint("NOT (charged AND unpaid)", name="bookings_charged_or_unpaid"),
+    Index("bookings_trainer_starts", "trainer_id", "starts_at"),
+    Index("bookings_purchase", "purchase_id"),
+    Index("bookings_due", "ends_at", postgresql_where=text("status = 'CONFIRMED'")),
+)
+
+session_ledger = Table(
+    "session_ledger",
+    metadata,
+    Column("id", BigInteger, Identity(), primary_key=True),
+    _trainer_fk(),
+    Column(
+        "purchase_id", BigInteger, ForeignKey("purchases.id", ondelete="CASCADE"), nullable=False
+    ),
+    Column("delta", SmallInteger, nullable=False),
+    Column("sessions_used_after", Integer, nullable=False),
+    Column("revision", Integer, nullable=False),
+    Column("source", Text, nullable=False),
+    Column("booking_id", BigInteger, ForeignKey("bookings.id", ondelete="SET NULL")),
+    Column("actor", Text, nullable=False),
+    Column("reason", Text),
+    Column("idempotency_key", Text),
+    _created_at(),
+    CheckConstraint("delta IN (-1, 1)", name="session_ledger_delta_unit"),
+    CheckConstraint(
+        "source IN ('MANUAL', 'CALENDAR', 'SWEEPER', 'INTEGRATION')", name="session_ledger_source"
+    ),
+    UniqueConstraint("purchase_id", "revision", name="session_ledger_purchase_revision"),
+    Index("session_ledger_trainer_id", "trainer_id", "id"),
+    Index("session_ledger_booking", "booking_id"),
+)
+
+idempotency_keys = Table(
+    "idempotency_keys",
+    metadata,
+    Column(
+        "trainer_id", BigInteger, ForeignKey("trainers.id", ondelete="CASCADE"), primary_key=True
+    ),
+    Column("key", Text, primary_key=True),
+    Column("request", Text, nullable=False),
+    Column("result", JSONB, nullable=False),
+    _created_at(),
+    CheckConstraint("length(key) BETWEEN 1 AND 255", name="idempotency_keys_key_length"),
+    Index("idempotency_keys_created", "created_at"),
+)
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", BigInteger, Identity(), primary_key=True),
+    _trainer_fk(),
+    Column("name", Text, nullable=False),
+    Column("secret_hash", Text, nullable=False, unique=True),
+    Column("prefix", Text, nullable=False),
+    Column("scopes", ARRAY(Text), nullable=False),
+    Column("revoked_at", DateTime(timezone=True)),
+    Column("last_used_at", DateTime(timezone=True)),
+    _created_at(),
+    Index("api_keys_trainer", "trainer_id"),
+)

@@ -1,0 +1,101 @@
+"""Trainers (the tenants) and the API keys integrations use to act for them."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import asyncpg
+
+Row = Mapping[str, Any]
+TRAINER_COLUMNS = "id, subject, name, email, timezone, reminder_hours_before, created_at"
+
+# An unknown JWT subject is provisioned on first use; the no-op update makes
+# RETURNING yield the existing row too.
+PROVISION = f"""
+INSERT INTO trainers (subject, name, email) VALUES ($1, $2, $3)
+ON CONFLICT (subject) DO UPDATE SET subject = EXCLUDED.subject
+RETURNING {TRAINER_COLUMNS}
+"""
+
+
+async def provision(
+    db: asyncpg.Pool | asyncpg.Connection, *, subject: str, name: str, email: str | None
+) -> Row:
+    row = await db.fetchrow(PROVISION, subject, name, email)
+    assert row is not None
+    return row
+
+
+BY_ID = f"SELECT {TRAINER_COLUMNS} FROM trainers WHERE id = $1"
+
+
+async def by_id(db: asyncpg.Pool | asyncpg.Connection, trainer_id: int) -> Row | None:
+    row: Row | None = await db.fetchrow(BY_ID, trainer_id)
+    return row
+
+
+def hash_secret(secret: str) -> str:
+    """API key secrets are 256-bit random: a plain SHA-256 is a safe, fast lookup key."""
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+API_KEY_COLUMNS = "id, trainer_id, name, prefix, scopes, revoked_at, last_used_at, created_at"
+
+CREATE_KEY = f"""
+INSERT INTO api_keys (trainer_id, name, secret_hash, prefix, scopes) VALUES ($1, $2, $3, $4, $5)
+RETURNING {API_KEY_COLUMNS}
+"""
+
+REVOKE_KEY = f"""
+UPDATE api_keys SET revoked_at = coalesce(revoked_at, now())
+ WHERE id = $1 AND trainer_id = $2
+RETURNING {API_KEY_COLUMNS}
+"""
+
+# Checked on every request (revocation takes effect at once); last_used_at is
+# written at most once a minute per key.
+KEY_BY_SECRET = """
+WITH k AS (
+    SELECT id, trainer_id, scopes, last_used_at FROM api_keys
+     WHERE secret_hash = $1 AND revoked_at IS NULL
+), touched AS (
+    UPDATE api_keys AS a SET last_used_at = now() FROM k
+     WHERE a.id = k.id AND (k.last_used_at IS NULL OR k.last_used_at < now() - interval '1 minute')
+)
+SELECT id, trainer_id, scopes FROM k
+"""
+
+KEYS_OF = f"SELECT {API_KEY_COLUMNS} FROM api_keys WHERE trainer_id = $1 ORDER BY id"
+
+
+async def create_api_key(
+    db: asyncpg.Pool | asyncpg.Connection,
+    *,
+    trainer_id: int,
+    name: str,
+    secret: str,
+    scopes: Sequence[str],
+) -> Row:
+    row = await db.fetchrow(
+        CREATE_KEY, trainer_id, name, hash_secret(secret), secret[:12], list(scopes)
+    )
+    assert row is not None
+    return row
+
+
+async def revoke_api_key(
+    db: asyncpg.Pool | asyncpg.Connection, *, trainer_id: int, key_id: int
+) -> Row | None:
+    row: Row | None = await db.fetchrow(REVOKE_KEY, key_id, trainer_id)
+    return row
+
+
+async def api_key_by_secret(db: asyncpg.Pool | asyncpg.Connection, secret: str) -> Row | None:
+    row: Row | None = await db.fetchrow(KEY_BY_SECRET, hash_secret(secret))
+    return row
+
+
+async def api_keys_of(db: asyncpg.Pool | asyncpg.Connection, trainer_id: int) -> list[Row]:
+    return list(await db.fetch(KEYS_OF, trainer_id))

@@ -1,0 +1,128 @@
+"""Turn an ``Authorization`` header into a principal: a trainer acting by JWT or API key."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from dataclasses import dataclass
+
+import asyncpg
+import jwt
+
+from db import trainers
+from db.errors import Code, DomainError
+from gql.settings import Settings
+
+API_KEY_PREFIX = "pc_"
+TOKEN_CACHE_MAX = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    trainer_id: int
+    actor: str  # written to the ledger: who did it
+    via_api_key: bool
+    can_write: bool
+    expires_at: float | None  # epoch seconds; the WebSocket closes then
+
+    @property
+    def manual_source(self) -> str:
+        """Ledger source for a hand-made change: a person in the app or an integration."""
+        return "INTEGRATION" if self.via_api_key else "MANUAL"
+
+    @property
+    def calendar_source(self) -> str:
+        return "INTEGRATION" if self.via_api_key else "CALENDAR"
+
+
+def unauthenticated(message: str) -> DomainError:
+    return DomainError(Code.UNAUTHENTICATED, message)
+
+
+def new_api_key_secret() -> str:
+    return API_KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+def issue_token(
+    settings: Settings, subject: str, *, ttl_seconds: int = 3600, **claims: object
+) -> str:
+    """A JWT as Supabase would issue it (HS256, ``sub`` = the trainer)."""
+    now = int(time.time())
+    payload = {"sub": subject, "iat": now, "exp": now + ttl_seconds, **claims}
+    if settings.jwt_audience and "aud" not in claims:
+        payload["aud"] = settings.jwt_audience
+    return jwt.encode(payload, settings.jwt_secret, algorithm="HS256")
+
+
+class Authenticator:
+    """Verifies tokens; verified JWTs are cached briefly (never past their expiry)."""
+
+    def __init__(self, settings: Settings, pool: asyncpg.Pool) -> None:
+        self._settings = settings
+        self._pool = pool
+        self._cache: dict[str, tuple[Principal, float]] = {}
+
+    async def authenticate(self, authorization: str | None) -> Principal | None:
+        """None when no credentials were sent; raises UNAUTHENTICATED for bad ones."""
+        if not authorization:
+            return None
+        scheme, _, token = authorization.strip().partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token:
+            raise unauthenticated("use 'Authorization: Bearer <token>'")
+        if token.startswith(API_KEY_PREFIX):
+            return await self._api_key(token)
+        now = time.time()
+        cached = self._cache.get(token)
+        if cached is not None and cached[1] > now:
+            return cached[0]
+        principal = await self._jwt(token)
+        if len(self._cache) >= TOKEN_CACHE_MAX:
+            self._cache.clear()
+        valid_until = now + self._settings.token_cache_seconds
+        if principal.expires_at is not None:
+            valid_until = min(valid_until, principal.expires_at)
+        self._cache[token] = (principal, valid_until)
+        return principal
+
+    async def _jwt(self, token: str) -> Principal:
+        try:
+            claims = jwt.decode(
+                token,
+                self._settings.jwt_secret,
+                algorithms=["HS256"],
+                audience=self._settings.jwt_audience,
+                options={
+                    "require": ["sub", "exp"],
+                    "verify_aud": bool(self._settings.jwt_audience),
+                },
+            )
+        except jwt.ExpiredSignatureError:
+            raise unauthenticated("token expired") from None
+        except jwt.PyJWTError:
+            raise unauthenticated("invalid token") from None
+        subject = claims["sub"]
+        if not isinstance(subject, str) or not 1 <= len(subject) <= 255:
+            raise unauthenticated("invalid token subject")
+        email = claims.get("email") if isinstance(claims.get("email"), str) else None
+        name = claims.get("name") if isinstance(claims.get("name"), str) else (email or "")
+        trainer = await trainers.provision(self._pool, subject=subject, name=name, email=email)
+        return Principal(
+            trainer_id=trainer["id"],
+            actor=f"trainer:{subject}",
+            via_api_key=False,
+            can_write=True,
+            expires_at=float(claims["exp"]),
+        )
+
+    async def _api_key(self, secret: str) -> Principal:
+        key = await trainers.api_key_by_secret(self._pool, secret)
+        if key is None:
+            raise unauthenticated("unknown or revoked API key")
+        return Principal(
+            trainer_id=key["trainer_id"],
+            actor=f"api_key:{key['id']}",
+            via_api_key=True,
+            can_write="WRITE" in key["scopes"],
+            expires_at=None,
+        )

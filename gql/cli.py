@@ -1,0 +1,152 @@
+"""The ``punchcard`` console script: serve, migrate, schema, token."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from types import FrameType
+
+from gql.settings import Settings
+
+log = logging.getLogger("punchcard")
+
+
+def _exit_on_signal(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(0)
+
+
+@contextmanager
+def database(settings: Settings, *, migrate: bool) -> Iterator[Settings]:
+    """Settings pointing at a ready database: DATABASE_URL, or the embedded server.
+
+    uvicorn re-raises SIGTERM after its graceful shutdown, which would kill the process
+    before ``atexit`` stops the embedded server: SIGTERM/SIGINT exit through here instead.
+    """
+    signal.signal(signal.SIGTERM, _exit_on_signal)
+    signal.signal(signal.SIGINT, _exit_on_signal)
+    if settings.database_url:
+        if migrate:
+            from db.migrate import upgrade
+
+            upgrade(settings.database_url)
+        yield settings
+        return
+    from db.embedded import EmbeddedPostgres
+    from db.migrate import upgrade
+
+    embedded = EmbeddedPostgres(settings.data_dir)
+    url = embedded.start()
+    try:
+        upgrade(url)
+        os.environ["DATABASE_URL"] = url  # for worker processes (--workers)
+        yield settings.with_database(url)
+    finally:
+        embedded.stop()
+
+
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    import uvicorn
+
+    host = args.host or settings.host
+    port = args.port or settings.port
+    with database(settings, migrate=False) as ready:
+        assert ready.database_url
+        if args.demo:
+            from gql.auth import issue_token
+            from gql.demo import seed
+
+            subject = asyncio.run(seed(ready.database_url))
+            token = issue_token(ready, subject, ttl_seconds=7 * 24 * 3600)
+            print(f"GraphiQL:  http://{host}:{port}/graphql", flush=True)
+            print(f"Token:     {token}", flush=True)
+            print(f'Header:    {{"Authorization": "Bearer {token}"}}', flush=True)
+        common = {
+            "host": host,
+            "port": port,
+            "loop": "uvloop",
+            "http": "httptools",
+            "ws": "websockets-sansio",
+            "ws_per_message_deflate": False,
+            "log_level": args.log_level,
+            "access_log": False,
+        }
+        if args.workers > 1:
+            uvicorn.run("gql.main:app", workers=args.workers, **common)  # type: ignore[arg-type]
+        else:
+            from gql.app import create_app
+
+            uvicorn.Server(uvicorn.Config(create_app(ready), **common)).run()  # type: ignore[arg-type]
+    return 0
+
+
+def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
+    with database(settings, migrate=True) as ready:
+        print(f"migrated {ready.database_url}")
+    return 0
+
+
+def cmd_schema(args: argparse.Namespace, settings: Settings) -> int:
+    from gql.schema import sdl
+
+    text = sdl()
+    if not args.check:
+        sys.stdout.write(text)
+        return 0
+    path = Path(args.path)
+    if path.exists() and path.read_text() == text:
+        print(f"{path} is up to date")
+        return 0
+    print(f"{path} differs from the schema; run: punchcard schema > {path}", file=sys.stderr)
+    return 1
+
+
+def cmd_token(args: argparse.Namespace, settings: Settings) -> int:
+    from gql.auth import issue_token
+
+    print(issue_token(settings, args.trainer, ttl_seconds=args.ttl))
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(prog="punchcard", description=__doc__)
+    commands = root.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the GraphQL API")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.add_argument("--workers", type=int, default=1)
+    serve.add_argument("--demo", action="store_true", help="seed demo data, print a token")
+    serve.add_argument("--log-level", default="info")
+    serve.set_defaults(run=cmd_serve)
+
+    migrate = commands.add_parser("migrate", help="apply database migrations")
+    migrate.set_defaults(run=cmd_migrate)
+
+    schema = commands.add_parser("schema", help="print the GraphQL SDL")
+    schema.add_argument("--check", action="store_true", help="fail if the file differs")
+    schema.add_argument("--path", default="schema.graphql")
+    schema.set_defaults(run=cmd_schema)
+
+    token = commands.add_parser("token", help="issue a JWT for a trainer (development)")
+    token.add_argument("--trainer", required=True, help="the trainer's subject (JWT sub)")
+    token.add_argument("--ttl", type=int, default=3600, help="seconds until it expires")
+    token.set_defaults(run=cmd_token)
+    return root
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    args = parser().parse_args(argv)
+    result: int = args.run(args, Settings.from_env())
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

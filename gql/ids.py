@@ -1,0 +1,45 @@
+"""Opaque, typed IDs: ``pur_42`` is purchase 42. Clients treat them as strings."""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+
+from db.errors import bad_input, not_found
+
+
+class Kind(StrEnum):
+    TRAINER = "trn"
+    CLIENT = "cli"
+    OFFER = "ofr"
+    PURCHASE = "pur"
+    BOOKING = "bkg"
+    LEDGER = "led"
+    API_KEY = "key"
+
+
+NAMES = {
+    Kind.TRAINER: "trainer",
+    Kind.CLIENT: "client",
+    Kind.OFFER: "offer",
+    Kind.PURCHASE: "purchase",
+    Kind.BOOKING: "booking",
+    Kind.LEDGER: "ledger entry",
+    Kind.API_KEY: "API key",
+}
+
+_ID = re.compile(r"([a-z]{3})_([1-9][0-9]{0,17})")
+
+
+def encode(kind: Kind, value: int) -> str:
+    return f"{kind.value}_{value}"
+
+
+def decode(kind: Kind, value: str) -> int:
+    """The row id behind ``value``; a well-formed id of another kind is simply not found."""
+    match = _ID.fullmatch(value)
+    if match is None:
+        raise bad_input(f"malformed {NAMES[kind]} id {value[:40]!r}")
+    if match.group(1) != kind.value:
+        raise not_found(NAMES[kind])
+    return int(match.group(2))

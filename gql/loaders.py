@@ -1,0 +1,42 @@
+"""DataLoaders, one set per request: a nested field costs one SQL statement per level."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any
+
+import asyncpg
+from strawberry.dataloader import DataLoader
+
+from db import bookings, clients, purchases
+
+Row = Mapping[str, Any]
+Fetch = Callable[..., Awaitable[list[Row]]]
+
+
+def _by_id(pool: asyncpg.Pool, trainer_id: int, fetch: Fetch) -> DataLoader[int, Row | None]:
+    async def load(ids: Sequence[int]) -> list[Row | None]:
+        rows = {row["id"]: row for row in await fetch(pool, trainer_id=trainer_id, ids=ids)}
+        return [rows.get(i) for i in ids]
+
+    return DataLoader(load_fn=load)
+
+
+class Loaders:
+    """Created lazily per request; each loader batches every key asked for in one tick."""
+
+    def __init__(self, pool: asyncpg.Pool, trainer_id: int) -> None:
+        self.client = _by_id(pool, trainer_id, clients.by_ids)
+        self.purchase = _by_id(pool, trainer_id, purchases.by_ids)
+        self.booking = _by_id(pool, trainer_id, bookings.by_ids)
+
+        async def purchases_of(client_ids: Sequence[int]) -> list[list[Row]]:
+            grouped: dict[int, list[Row]] = defaultdict(list)
+            for row in await purchases.by_clients(
+                pool, trainer_id=trainer_id, client_ids=client_ids
+            ):
+                grouped[row["client_id"]].append(row)
+            return [grouped[i] for i in client_ids]
+
+        self.purchases_of_client: DataLoader[int, list[Row]] = DataLoader(load_fn=purchases_of)

@@ -1,0 +1,71 @@
+"""The one settings object, read from the environment once."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+DEV_JWT_SECRET = "punchcard-dev-secret-change-me-0123456789"
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    database_url: str | None = None
+    data_dir: Path = Path(".punchcard")
+    jwt_secret: str = DEV_JWT_SECRET
+    jwt_audience: str | None = None
+    host: str = "127.0.0.1"
+    port: int = 8000
+    pool_min_size: int = 2
+    pool_max_size: int = 20
+    statement_cache_size: int = 100
+    max_query_depth: int = 10
+    max_aliases: int = 30
+    max_tokens: int = 2000
+    token_cache_seconds: float = 60.0
+    sweep_grace_minutes: int = 15
+    sweep_batch_size: int = 500
+    sweep_poll_seconds: float = 30.0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        default = cls()
+
+        def get_int(name: str, fallback: int) -> int:
+            return int(env[name]) if env.get(name) else fallback
+
+        def get_float(name: str, fallback: float) -> float:
+            return float(env[name]) if env.get(name) else fallback
+
+        return cls(
+            database_url=env.get("DATABASE_URL") or None,
+            data_dir=Path(env.get("PUNCHCARD_DATA_DIR") or default.data_dir),
+            jwt_secret=env.get("JWT_SECRET") or default.jwt_secret,
+            jwt_audience=env.get("JWT_AUDIENCE") or None,
+            host=env.get("PUNCHCARD_HOST") or default.host,
+            port=get_int("PUNCHCARD_PORT", default.port),
+            pool_min_size=get_int("PUNCHCARD_POOL_MIN", default.pool_min_size),
+            pool_max_size=get_int("PUNCHCARD_POOL_MAX", default.pool_max_size),
+            statement_cache_size=get_int(
+                "PUNCHCARD_STATEMENT_CACHE_SIZE", default.statement_cache_size
+            ),
+            max_query_depth=get_int("PUNCHCARD_MAX_QUERY_DEPTH", default.max_query_depth),
+            max_aliases=get_int("PUNCHCARD_MAX_ALIASES", default.max_aliases),
+            max_tokens=get_int("PUNCHCARD_MAX_TOKENS", default.max_tokens),
+            token_cache_seconds=get_float(
+                "PUNCHCARD_TOKEN_CACHE_SECONDS", default.token_cache_seconds
+            ),
+            sweep_grace_minutes=get_int(
+                "PUNCHCARD_SWEEP_GRACE_MINUTES", default.sweep_grace_minutes
+            ),
+            sweep_batch_size=get_int("PUNCHCARD_SWEEP_BATCH_SIZE", default.sweep_batch_size),
+            sweep_poll_seconds=get_float(
+                "PUNCHCARD_SWEEP_POLL_SECONDS", default.sweep_poll_seconds
+            ),
+        )
+
+    def with_database(self, url: str) -> Settings:
+        return replace(self, database_url=url)

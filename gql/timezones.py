@@ -1,0 +1,15 @@
+"""IANA time-zone names, checked before they are stored."""
+
+from __future__ import annotations
+
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from db.errors import bad_input
+
+
+def check_timezone(name: str) -> str:
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise bad_input(f"unknown time zone {name[:60]!r}") from None
+    return name

@@ -1,0 +1,287 @@
+"""The GraphQL object types. Plain fields come straight from a row; nested ones load
+through the request's DataLoaders."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from enum import Enum
+from typing import Any
+
+import strawberry
+
+from gql.context import Info
+from gql.ids import Kind, encode
+
+Row = Mapping[str, Any]
+
+
+@strawberry.enum(description="Which surface made a change.")
+class Source(Enum):
+    MANUAL = "MANUAL"
+    CALENDAR = "CALENDAR"
+    SWEEPER = "SWEEPER"
+    INTEGRATION = "INTEGRATION"
+
+
+@strawberry.enum
+class BookingStatus(Enum):
+    CONFIRMED = "CONFIRMED"
+    COMPLETED = "COMPLETED"
+    CANCELLED = "CANCELLED"
+    NO_SHOW = "NO_SHOW"
+
+
+@strawberry.enum(description="Derived: CANCELLED, then EXPIRED, then USED_UP, else ACTIVE.")
+class PurchaseStatus(Enum):
+    ACTIVE = "ACTIVE"
+    USED_UP = "USED_UP"
+    EXPIRED = "EXPIRED"
+    CANCELLED = "CANCELLED"
+
+
+@strawberry.enum
+class ApiKeyScope(Enum):
+    READ = "READ"
+    WRITE = "WRITE"
+
+
+@strawberry.type
+class PageInfo:
+    has_next_page: bool
+    end_cursor: str | None
+
+
+@strawberry.type(description="The signed-in trainer.")
+class Trainer:
+    id: strawberry.ID
+    name: str
+    email: str | None
+    timezone: str
+    reminder_hours_before: int
+
+    @classmethod
+    def from_row(cls, row: Row) -> Trainer:
+        return cls(
+            id=strawberry.ID(encode(Kind.TRAINER, row["id"])),
+            name=row["name"],
+            email=row["email"],
+            timezone=row["timezone"],
+            reminder_hours_before=row["reminder_hours_before"],
+        )
+
+
+@strawberry.type
+class Client:
+    id: strawberry.ID
+    name: str
+    email: str | None
+    phone: str | None
+    timezone: str | None
+    created_at: datetime
+    row_id: strawberry.Private[int]
+
+    @classmethod
+    def from_row(cls, row: Row) -> Client:
+        return cls(
+            id=strawberry.ID(encode(Kind.CLIENT, row["id"])),
+            name=row["name"],
+            email=row["email"],
+            phone=row["phone"],
+            timezone=row["timezone"],
+            created_at=row["created_at"],
+            row_id=row["id"],
+        )
+
+    @strawberry.field(description="The client's packages, soonest to expire first.")
+    async def purchases(self, info: Info) -> list[Purchase]:
+        rows = await info.context.loaders.purchases_of_client.load(self.row_id)
+        return [Purchase.from_row(row) for row in rows]
+
+
+@strawberry.type(description="A package of sessions sold to a client.")
+class Purchase:
+    id: strawberry.ID
+    sessions_total: int
+    sessions_used: int
+    sessions_remaining: int
+    expires_at: datetime | None
+    status: PurchaseStatus
+    revision: int = strawberry.field(
+        description="0 when sold, +1 with every change; strictly increasing."
+    )
+    created_at: datetime
+    row_id: strawberry.Private[int]
+    client_id: strawberry.Private[int]
+
+    @classmethod
+    def from_row(cls, row: Row) -> Purchase:
+        return cls(
+            id=strawberry.ID(encode(Kind.PURCHASE, row["id"])),
+            sessions_total=row["sessions_total"],
+            sessions_used=row["sessions_used"],
+            sessions_remaining=row["sessions_total"] - row["sessions_used"],
+            expires_at=row["expires_at"],
+            status=_purchase_status(row),
+            revision=row["revision"],
+            created_at=row["created_at"],
+            row_id=row["id"],
+            client_id=row["client_id"],
+        )
+
+    @strawberry.field
+    async def client(self, info: Info) -> Client:
+        row = await info.context.loaders.client.load(self.client_id)
+        assert row is not None  # same trainer, foreign key
+        return Client.from_row(row)
+
+    @strawberry.field(description="This package's ledger, oldest first.")
+    async def ledger(
+        self, info: Info, first: int = 50, after: str | None = None
+    ) -> LedgerConnection:
+        from resolvers.ledger import ledger_connection
+
+        return await ledger_connection(info, purchase_id=self.row_id, first=first, after=after)
+
+
+def _purchase_status(row: Row) -> PurchaseStatus:
+    if row["status"] == "CANCELLED":
+        return PurchaseStatus.CANCELLED
+    if row["expires_at"] is not None and row["expires_at"] <= datetime.now(UTC):
+        return PurchaseStatus.EXPIRED
+    if row["sessions_used"] >= row["sessions_total"]:
+        return PurchaseStatus.USED_UP
+    return PurchaseStatus.ACTIVE
+
+
+@strawberry.type(description="A session in the calendar.")
+class Booking:
+    id: strawberry.ID
+    starts_at: datetime
+    ends_at: datetime
+    status: BookingStatus
+    charged: bool = strawberry.field(description="A session of its package was counted for it.")
+    unpaid: bool = strawberry.field(
+        description="It should have been charged but its package had nothing left."
+    )
+    late_cancel: bool
+    completed_by: Source | None
+    completed_at: datetime | None
+    client_id: strawberry.Private[int]
+    purchase_id: strawberry.Private[int | None]
+
+    @classmethod
+    def from_row(cls, row: Row) -> Booking:
+        return cls(
+            id=strawberry.ID(encode(Kind.BOOKING, row["id"])),
+            starts_at=row["starts_at"],
+            ends_at=row["ends_at"],
+            status=BookingStatus(row["status"]),
+            charged=row["charged"],
+            unpaid=row["unpaid"],
+            late_cancel=row["late_cancel"],
+            completed_by=Source(row["completed_by"]) if row["completed_by"] else None,
+            completed_at=row["completed_at"],
+            client_id=row["client_id"],
+            purchase_id=row["purchase_id"],
+        )
+
+    @strawberry.field
+    async def client(self, info: Info) -> Client:
+        row = await info.context.loaders.client.load(self.client_id)
+        assert row is not None
+        return Client.from_row(row)
+
+    @strawberry.field
+    async def purchase(self, info: Info) -> Purchase | None:
+        if self.purchase_id is None:
+            return None
+        row = await info.context.loaders.purchase.load(self.purchase_id)
+        return Purchase.from_row(row) if row is not None else None
+
+
+@strawberry.type(description="One change of a package's count: the audit trail.")
+class LedgerEntry:
+    id: strawberry.ID
+    cursor: str
+    delta: int
+    sessions_used_after: int
+    revision: int
+    source: Source
+    actor: str
+    reason: str | None
+    idempotency_key: str | None
+    created_at: datetime
+    purchase_id: strawberry.Private[int]
+    booking_id: strawberry.Private[int | None]
+
+    @classmethod
+    def from_row(cls, row: Row) -> LedgerEntry:
+        return cls(
+            id=strawberry.ID(encode(Kind.LEDGER, row["id"])),
+            cursor=str(row["id"]),
+            delta=row["delta"],
+            sessions_used_after=row["sessions_used_after"],
+            revision=row["revision"],
+            source=Source(row["source"]),
+            actor=row["actor"],
+            reason=row["reason"],
+            idempotency_key=row["idempotency_key"],
+            created_at=row["created_at"],
+            purchase_id=row["purchase_id"],
+            booking_id=row["booking_id"],
+        )
+
+    @strawberry.field
+    async def purchase(self, info: Info) -> Purchase:
+        row = await info.context.loaders.purchase.load(self.purchase_id)
+        assert row is not None
+        return Purchase.from_row(row)
+
+    @strawberry.field
+    async def booking(self, info: Info) -> Booking | None:
+        if self.booking_id is None:
+            return None
+        row = await info.context.loaders.booking.load(self.booking_id)
+        return Booking.from_row(row) if row is not None else None
+
+
+@strawberry.type
+class LedgerConnection:
+    nodes: list[LedgerEntry]
+    page_info: PageInfo
+
+
+@strawberry.type
+class ClientConnection:
+    nodes: list[Client]
+    page_info: PageInfo
+
+
+@strawberry.type
+class ApiKey:
+    id: strawberry.ID
+    name: str
+    prefix: str = strawberry.field(description="The secret's first characters, to tell keys apart.")
+    scopes: list[ApiKeyScope]
+    revoked_at: datetime | None
+    last_used_at: datetime | None
+    created_at: datetime
+
+    @classmethod
+    def from_row(cls, row: Row) -> ApiKey:
+        return cls(
+            id=strawberry.ID(encode(Kind.API_KEY, row["id"])),
+            name=row["name"],
+            prefix=row["prefix"],
+            scopes=[ApiKeyScope(s) for s in row["scopes"]],
+            revoked_at=row["revoked_at"],
+            last_used_at=row["last_used_at"],
+            created_at=row["created_at"],
+        )
+
+
+@strawberry.type
+class CreatedApiKey:
+    secret: str = strawberry.field(description="Shown once: store it now.")
+    api_key: ApiKey

@@ -1,0 +1,144 @@
+"""The calendar: ``bookings``, ``createBooking`` and the charging state transitions."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+import strawberry
+
+from db import bookings
+from db.idempotency import check_key, fingerprint
+from gql.context import Info
+from gql.ids import Kind, decode
+from gql.types import Booking, BookingStatus
+
+MAX_CALENDAR = 2000
+
+
+@strawberry.input
+class CreateBookingInput:
+    client_id: strawberry.ID
+    starts_at: datetime
+    ends_at: datetime
+    purchase_id: strawberry.ID | None = None
+    auto_assign_package: bool | None = None
+
+
+@strawberry.type
+class Query:
+    @strawberry.field(description="The calendar: bookings overlapping [from, to).")
+    async def bookings(
+        self,
+        info: Info,
+        from_: Annotated[datetime, strawberry.argument(name="from")],
+        to: datetime,
+        status: list[BookingStatus] | None = None,
+    ) -> list[Booking]:
+        rows = await bookings.calendar(
+            info.context.pool,
+            trainer_id=info.context.trainer_id,
+            start=from_,
+            end=to,
+            statuses=[s.value for s in status] if status else None,
+            limit=MAX_CALENDAR,
+        )
+        return [Booking.from_row(row) for row in rows]
+
+    @strawberry.field
+    async def booking(self, info: Info, id: strawberry.ID) -> Booking | None:
+        row = await info.context.loaders.booking.load(decode(Kind.BOOKING, id))
+        return Booking.from_row(row) if row is not None else None
+
+
+async def _move(
+    info: Info,
+    booking_id: strawberry.ID,
+    *,
+    allowed_from: tuple[str, ...],
+    to_status: str,
+    late_cancel: bool = False,
+    key: str | None = None,
+    operation: str,
+) -> Booking:
+    writer = info.context.writer()
+    row = await bookings.transition(
+        info.context.pool,
+        trainer_id=writer.trainer_id,
+        booking_id=decode(Kind.BOOKING, booking_id),
+        allowed_from=allowed_from,
+        to_status=to_status,
+        late_cancel=late_cancel,
+        source=writer.calendar_source,
+        actor=writer.actor,
+        key=check_key(key),
+        request=fingerprint(operation, id=booking_id),
+    )
+    return Booking.from_row(row)
+
+
+@strawberry.type
+class Mutation:
+    @strawberry.mutation(
+        description="Book a session, linked to the named package or (autoAssignPackage) the "
+        "client's active package with sessions left that expires soonest."
+    )
+    async def create_booking(self, info: Info, input: CreateBookingInput) -> Booking:
+        writer = info.context.writer()
+        row = await bookings.create_booking(
+            info.context.pool,
+            trainer_id=writer.trainer_id,
+            client_id=decode(Kind.CLIENT, input.client_id),
+            purchase_id=decode(Kind.PURCHASE, input.purchase_id) if input.purchase_id else None,
+            auto_assign=bool(input.auto_assign_package),
+            starts_at=input.starts_at,
+            ends_at=input.ends_at,
+        )
+        return Booking.from_row(row)
+
+    @strawberry.mutation(
+        description="CONFIRMED -> COMPLETED, charging its package once (however many tabs ask)."
+    )
+    async def complete_booking(
+        self, info: Info, id: strawberry.ID, idempotency_key: str | None = None
+    ) -> Booking:
+        return await _move(
+            info,
+            id,
+            allowed_from=("CONFIRMED",),
+            to_status="COMPLETED",
+            key=idempotency_key,
+            operation="completeBooking",
+        )
+
+    @strawberry.mutation(description="CONFIRMED -> NO_SHOW; a no-show uses its session.")
+    async def mark_no_show(self, info: Info, id: strawberry.ID) -> Booking:
+        return await _move(
+            info, id, allowed_from=("CONFIRMED",), to_status="NO_SHOW", operation="markNoShow"
+        )
+
+    @strawberry.mutation(
+        description="Cancel. A late cancel uses the session; cancelling a charged booking "
+        "(not late) refunds it."
+    )
+    async def cancel_booking(
+        self, info: Info, id: strawberry.ID, late_cancel: bool | None = None
+    ) -> Booking:
+        return await _move(
+            info,
+            id,
+            allowed_from=("CONFIRMED", "COMPLETED", "NO_SHOW"),
+            to_status="CANCELLED",
+            late_cancel=bool(late_cancel),
+            operation="cancelBooking",
+        )
+
+    @strawberry.mutation(description="Back to CONFIRMED, refunding its session if charged.")
+    async def reopen_booking(self, info: Info, id: strawberry.ID) -> Booking:
+        return await _move(
+            info,
+            id,
+            allowed_from=("COMPLETED", "NO_SHOW", "CANCELLED"),
+            to_status="CONFIRMED",
+            operation="reopenBooking",
+        )

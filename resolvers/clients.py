@@ -1,0 +1,79 @@
+"""Clients: ``me``, ``client``, ``clients`` and ``createClient``."""
+
+from __future__ import annotations
+
+import strawberry
+
+from db import clients, trainers
+from db.errors import bad_input
+from gql.context import Info
+from gql.ids import Kind, decode
+from gql.timezones import check_timezone
+from gql.types import Client, ClientConnection, PageInfo, Trainer
+
+MAX_PAGE = 200
+
+
+@strawberry.input
+class CreateClientInput:
+    name: str
+    email: str | None = None
+    phone: str | None = None
+    timezone: str | None = None
+
+
+@strawberry.type
+class Query:
+    @strawberry.field
+    async def me(self, info: Info) -> Trainer:
+        row = await trainers.by_id(info.context.pool, info.context.trainer_id)
+        assert row is not None  # provisioned when the token was verified
+        return Trainer.from_row(row)
+
+    @strawberry.field
+    async def client(self, info: Info, id: strawberry.ID) -> Client | None:
+        row = await info.context.loaders.client.load(decode(Kind.CLIENT, id))
+        return Client.from_row(row) if row is not None else None
+
+    @strawberry.field(description="Clients by name; `search` matches name or email.")
+    async def clients(
+        self,
+        info: Info,
+        search: str | None = None,
+        first: int = 50,
+        after: str | None = None,
+    ) -> ClientConnection:
+        if not 1 <= first <= MAX_PAGE:
+            raise bad_input(f"first must be between 1 and {MAX_PAGE}")
+        rows = await clients.search(
+            info.context.pool,
+            trainer_id=info.context.trainer_id,
+            text=search,
+            after=decode(Kind.CLIENT, after) if after else None,
+            limit=first + 1,
+        )
+        nodes = [Client.from_row(row) for row in rows[:first]]
+        return ClientConnection(
+            nodes=nodes,
+            page_info=PageInfo(
+                has_next_page=len(rows) > first, end_cursor=nodes[-1].id if nodes else after
+            ),
+        )
+
+
+@strawberry.type
+class Mutation:
+    @strawberry.mutation
+    async def create_client(self, info: Info, input: CreateClientInput) -> Client:
+        writer = info.context.writer()
+        if input.timezone is not None:
+            check_timezone(input.timezone)
+        row = await clients.create_client(
+            info.context.pool,
+            trainer_id=writer.trainer_id,
+            name=input.name,
+            email=input.email,
+            phone=input.phone,
+            timezone=input.timezone,
+        )
+        return Client.from_row(row)
