@@ -4,7 +4,7 @@ queries and mutations (POST) and GraphiQL (GET)."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import asyncpg
 from starlette.applications import Starlette
@@ -29,7 +29,11 @@ async def _keep_session(connection: asyncpg.Connection) -> None:
     """
 
 
-async def create_pool(settings: Settings) -> asyncpg.Pool:
+ConnectionHook = Callable[[asyncpg.Connection], Awaitable[None]]
+
+
+async def create_pool(settings: Settings, on_connect: ConnectionHook | None = None) -> asyncpg.Pool:
+    """The pool; ``on_connect`` runs once per new connection (tracing, statement counting)."""
     assert settings.database_url, "DATABASE_URL is resolved before the app starts"
     pool: asyncpg.Pool = await asyncpg.create_pool(
         settings.database_url,
@@ -37,6 +41,7 @@ async def create_pool(settings: Settings) -> asyncpg.Pool:
         max_size=settings.pool_max_size,
         statement_cache_size=settings.statement_cache_size,
         reset=_keep_session,
+        init=on_connect,
     )
     return pool
 
@@ -56,10 +61,10 @@ class PunchcardGraphQL(GraphQL[Context, None]):
         return context
 
 
-def create_app(settings: Settings) -> Starlette:
+def create_app(settings: Settings, *, on_connect: ConnectionHook | None = None) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        pool = await create_pool(settings)
+        pool = await create_pool(settings, on_connect)
         app.state.pool = pool
         app.state.authenticator = Authenticator(settings, pool)
         try:

@@ -1,0 +1,159 @@
+"""Test fixtures on real parts: one embedded PostgreSQL per test session, a migrated
+template database, and a fresh database (cloned from the template) per test."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+
+from db.embedded import EmbeddedPostgres
+from db.migrate import upgrade
+from gql.app import create_app
+from gql.auth import issue_token
+from gql.settings import Settings
+
+TEMPLATE = "punchcard_template"
+JWT_SECRET = "test-secret-for-punchcard-tests-0123456789"
+_numbers = itertools.count()
+
+
+def database_url(server_url: str, name: str) -> str:
+    before, _, query = server_url.partition("?")
+    base = before.rsplit("/", 1)[0]
+    return f"{base}/{name}" + (f"?{query}" if query else "")
+
+
+@pytest.fixture(scope="session")
+def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The embedded server: started once per test session (or DATABASE_URL if set)."""
+    if os.environ.get("PUNCHCARD_TEST_DATABASE_URL"):
+        yield os.environ["PUNCHCARD_TEST_DATABASE_URL"]
+        return
+    embedded = EmbeddedPostgres(tmp_path_factory.mktemp("pg"))
+    url = embedded.start()
+    try:
+        yield url
+    finally:
+        embedded.stop()
+
+
+@pytest.fixture(scope="session")
+def template_url(pg_server: str) -> str:
+    async def create() -> None:
+        conn = await asyncpg.connect(pg_server)
+        try:
+            await conn.execute(f"DROP DATABASE IF EXISTS {TEMPLATE} WITH (FORCE)")
+            await conn.execute(f"CREATE DATABASE {TEMPLATE}")
+        finally:
+            await conn.close()
+
+    asyncio.run(create())
+    url = database_url(pg_server, TEMPLATE)
+    upgrade(url)
+    return url
+
+
+@pytest.fixture
+async def db_url(pg_server: str, template_url: str) -> AsyncIterator[str]:
+    """A fresh, migrated database for this test (a copy of the template)."""
+    name = f"t_{os.getpid()}_{next(_numbers)}"
+    admin = await asyncpg.connect(pg_server)
+    try:
+        await admin.execute(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE}")
+    finally:
+        await admin.close()
+    yield database_url(pg_server, name)
+    admin = await asyncpg.connect(pg_server)
+    try:
+        await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    finally:
+        await admin.close()
+
+
+@pytest.fixture
+def settings(db_url: str) -> Settings:
+    return Settings(database_url=db_url, jwt_secret=JWT_SECRET, pool_max_size=20)
+
+
+@pytest.fixture
+async def db(db_url: str) -> AsyncIterator[asyncpg.Connection]:
+    """A direct connection for checking what the API wrote."""
+    conn = await asyncpg.connect(db_url)
+    yield conn
+    await conn.close()
+
+
+@dataclass
+class Api:
+    """A GraphQL client for the app under test; ``token`` picks the caller."""
+
+    http: httpx.AsyncClient
+    settings: Settings
+    token: str | None
+
+    def as_trainer(self, subject: str, **claims: Any) -> Api:
+        return Api(self.http, self.settings, issue_token(self.settings, subject, **claims))
+
+    def with_token(self, token: str | None) -> Api:
+        return Api(self.http, self.settings, token)
+
+    async def post(self, query: str, **variables: Any) -> dict[str, Any]:
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        response = await self.http.post(
+            "/graphql", json={"query": query, "variables": variables}, headers=headers
+        )
+        assert response.status_code == 200, response.text
+        body: dict[str, Any] = response.json()
+        return body
+
+    async def data(self, query: str, **variables: Any) -> dict[str, Any]:
+        """The ``data`` of a call that must succeed."""
+        body = await self.post(query, **variables)
+        assert "errors" not in body, body["errors"]
+        result: dict[str, Any] = body["data"]
+        return result
+
+    async def error(self, query: str, **variables: Any) -> str:
+        """The ``extensions.code`` of a call that must fail."""
+        body = await self.post(query, **variables)
+        assert body.get("errors"), body
+        code: str = body["errors"][0]["extensions"]["code"]
+        return code
+
+
+@pytest.fixture
+async def app_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(settings)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://punchcard.test"
+        ) as http,
+    ):
+        yield http
+
+
+@pytest.fixture
+def api(app_client: httpx.AsyncClient, settings: Settings) -> Api:
+    """Signed in as trainer A."""
+    return Api(app_client, settings, None).as_trainer("trainer-a")
+
+
+@pytest.fixture
+def other(api: Api) -> Api:
+    """Signed in as trainer B, who must never see or change A's rows."""
+    return api.as_trainer("trainer-b")
+
+
+@pytest.fixture
+def repo_root() -> Path:
+    return Path(__file__).resolve().parent.parent
