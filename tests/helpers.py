@@ -36,8 +36,9 @@ mutation($id: ID!, $key: String) {{
 }}"""
 NO_SHOW = f"mutation($id: ID!) {{ markNoShow(id: $id) {{ {BOOKING_FIELDS} }} }}"
 CANCEL = f"""
-mutation($id: ID!, $late: Boolean) {{ cancelBooking(id: $id, lateCancel: $late) {{ {BOOKING_FIELDS} }} }}
-"""
+mutation($id: ID!, $late: Boolean) {{
+  cancelBooking(id: $id, lateCancel: $late) {{ {BOOKING_FIELDS} }}
+}}"""
 REOPEN = f"mutation($id: ID!) {{ reopenBooking(id: $id) {{ {BOOKING_FIELDS} }} }}"
 
 
