@@ -10,17 +10,15 @@ sweeper claims due bookings with ``SKIP LOCKED`` and settles them the same way.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
 
 import asyncpg
 
 from db.errors import Code, DomainError, bad_input, not_found
 from db.idempotency import replay
 from db.notify import CHANNEL
-
-Row = Mapping[str, Any]
+from db.types import Executor, Row
 
 BOOKING_COLUMNS = (
     "id, trainer_id, client_id, purchase_id, starts_at, ends_at, status, charged, unpaid, "
@@ -57,7 +55,7 @@ SELECT b.*, (SELECT count(*) FROM owner) AS client_found
 
 
 async def create_booking(
-    db: asyncpg.Connection | asyncpg.Pool,
+    db: Executor,
     *,
     trainer_id: int,
     client_id: int,
@@ -207,14 +205,14 @@ def charges(status: str, late_cancel: bool) -> bool:
 
 
 async def settle(
-    conn: asyncpg.Connection, ids: Sequence[int], *, delta: int, source: str, actor: str
+    conn: Executor, ids: Sequence[int], *, delta: int, source: str, actor: str
 ) -> list[Row]:
     reason = "booking charged" if delta > 0 else "booking refunded"
     return list(await conn.fetch(SETTLE, list(ids), delta, source, actor, reason))
 
 
 async def _transition(
-    conn: asyncpg.Connection,
+    conn: Executor,
     *,
     trainer_id: int,
     booking_id: int,
@@ -313,7 +311,7 @@ SELECT {BOOKING_COLUMNS} FROM bookings
 
 
 async def calendar(
-    db: asyncpg.Connection | asyncpg.Pool,
+    db: Executor,
     *,
     trainer_id: int,
     start: datetime,
@@ -333,7 +331,5 @@ async def calendar(
 BY_IDS = f"SELECT {BOOKING_COLUMNS} FROM bookings WHERE trainer_id = $1 AND id = ANY($2::bigint[])"
 
 
-async def by_ids(
-    db: asyncpg.Connection | asyncpg.Pool, *, trainer_id: int, ids: Sequence[int]
-) -> list[Row]:
+async def by_ids(db: Executor, *, trainer_id: int, ids: Sequence[int]) -> list[Row]:
     return list(await db.fetch(BY_IDS, trainer_id, list(ids)))

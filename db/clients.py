@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
-
-import asyncpg
+from collections.abc import Sequence
 
 from db.errors import bad_input
+from db.types import Executor, Row
 
-Row = Mapping[str, Any]
 CLIENT_COLUMNS = "id, trainer_id, name, email, phone, timezone, created_at"
 
 CREATE = f"""
@@ -19,7 +16,7 @@ RETURNING {CLIENT_COLUMNS}
 
 
 async def create_client(
-    db: asyncpg.Pool | asyncpg.Connection,
+    db: Executor,
     *,
     trainer_id: int,
     name: str,
@@ -43,9 +40,7 @@ async def create_client(
 BY_IDS = f"SELECT {CLIENT_COLUMNS} FROM clients WHERE trainer_id = $1 AND id = ANY($2::bigint[])"
 
 
-async def by_ids(
-    db: asyncpg.Pool | asyncpg.Connection, *, trainer_id: int, ids: Sequence[int]
-) -> list[Row]:
+async def by_ids(db: Executor, *, trainer_id: int, ids: Sequence[int]) -> list[Row]:
     return list(await db.fetch(BY_IDS, trainer_id, list(ids)))
 
 
@@ -66,7 +61,7 @@ def _like_escape(text: str) -> str:
 
 
 async def search(
-    db: asyncpg.Pool | asyncpg.Connection,
+    db: Executor,
     *,
     trainer_id: int,
     text: str | None,

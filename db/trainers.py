@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Sequence
 
-import asyncpg
+from db.types import Executor, Row
 
-Row = Mapping[str, Any]
 TRAINER_COLUMNS = "id, subject, name, email, timezone, reminder_hours_before, created_at"
 
 # An unknown JWT subject is provisioned on first use; the no-op update makes
@@ -20,9 +18,7 @@ RETURNING {TRAINER_COLUMNS}
 """
 
 
-async def provision(
-    db: asyncpg.Pool | asyncpg.Connection, *, subject: str, name: str, email: str | None
-) -> Row:
+async def provision(db: Executor, *, subject: str, name: str, email: str | None) -> Row:
     row = await db.fetchrow(PROVISION, subject, name, email)
     assert row is not None
     return row
@@ -31,7 +27,7 @@ async def provision(
 BY_ID = f"SELECT {TRAINER_COLUMNS} FROM trainers WHERE id = $1"
 
 
-async def by_id(db: asyncpg.Pool | asyncpg.Connection, trainer_id: int) -> Row | None:
+async def by_id(db: Executor, trainer_id: int) -> Row | None:
     row: Row | None = await db.fetchrow(BY_ID, trainer_id)
     return row
 
@@ -71,7 +67,7 @@ KEYS_OF = f"SELECT {API_KEY_COLUMNS} FROM api_keys WHERE trainer_id = $1 ORDER B
 
 
 async def create_api_key(
-    db: asyncpg.Pool | asyncpg.Connection,
+    db: Executor,
     *,
     trainer_id: int,
     name: str,
@@ -85,17 +81,15 @@ async def create_api_key(
     return row
 
 
-async def revoke_api_key(
-    db: asyncpg.Pool | asyncpg.Connection, *, trainer_id: int, key_id: int
-) -> Row | None:
+async def revoke_api_key(db: Executor, *, trainer_id: int, key_id: int) -> Row | None:
     row: Row | None = await db.fetchrow(REVOKE_KEY, key_id, trainer_id)
     return row
 
 
-async def api_key_by_secret(db: asyncpg.Pool | asyncpg.Connection, secret: str) -> Row | None:
+async def api_key_by_secret(db: Executor, secret: str) -> Row | None:
     row: Row | None = await db.fetchrow(KEY_BY_SECRET, hash_secret(secret))
     return row
 
 
-async def api_keys_of(db: asyncpg.Pool | asyncpg.Connection, trainer_id: int) -> list[Row]:
+async def api_keys_of(db: Executor, trainer_id: int) -> list[Row]:
     return list(await db.fetch(KEYS_OF, trainer_id))

@@ -104,8 +104,10 @@ class Authenticator:
         subject = claims["sub"]
         if not isinstance(subject, str) or not 1 <= len(subject) <= 255:
             raise unauthenticated("invalid token subject")
-        email = claims.get("email") if isinstance(claims.get("email"), str) else None
-        name = claims.get("name") if isinstance(claims.get("name"), str) else (email or "")
+        email = claims.get("email")
+        email = email if isinstance(email, str) else None
+        name = claims.get("name")
+        name = name if isinstance(name, str) else (email or "")
         trainer = await trainers.provision(self._pool, subject=subject, name=name, email=email)
         return Principal(
             trainer_id=trainer["id"],

@@ -78,11 +78,11 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
             "access_log": False,
         }
         if args.workers > 1:
-            uvicorn.run("gql.main:app", workers=args.workers, **common)  # type: ignore[arg-type]
+            uvicorn.run("gql.main:app", workers=args.workers, **common)
         else:
             from gql.app import create_app
 
-            uvicorn.Server(uvicorn.Config(create_app(ready), **common)).run()  # type: ignore[arg-type]
+            uvicorn.Server(uvicorn.Config(create_app(ready), **common)).run()
     return 0
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import strawberry
-from graphql import ValidationRule
+from graphql import ASTValidationRule
 from strawberry.extensions import (
     AddValidationRules,
     MaxAliasesLimiter,
@@ -35,7 +35,7 @@ Mutation = merge_types(
     "Mutation", (clients.Mutation, purchases.Mutation, bookings.Mutation, api_keys.Mutation)
 )
 
-_RULES: list[type[ValidationRule]] = [
+_RULES: list[type[ASTValidationRule]] = [
     *QueryDepthLimiter(max_depth=_LIMITS.max_query_depth).validation_rules,
     *MaxAliasesLimiter(max_alias_count=_LIMITS.max_aliases).validation_rules,
 ]
