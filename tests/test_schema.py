@@ -1,0 +1,56 @@
+"""The checked-in artefacts stay true: schema.graphql and the migrations."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import Connection
+from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.pool import NullPool
+
+from db.migrate import sqlalchemy_url
+from db.tables import metadata
+from gql.schema import sdl
+from tests.processes import punchcard_command
+
+
+def test_schema_file_is_the_exported_schema(repo_root: Path) -> None:
+    assert (repo_root / "schema.graphql").read_text() == sdl(), (
+        "schema.graphql drifted: run `punchcard schema > schema.graphql`"
+    )
+
+
+def test_schema_check_command(repo_root: Path, tmp_path: Path) -> None:
+    ok = subprocess.run(
+        [*punchcard_command(), "schema", "--check"], cwd=repo_root, capture_output=True, text=True
+    )
+    assert ok.returncode == 0, ok.stderr
+    stale = tmp_path / "schema.graphql"
+    stale.write_text("type Query { old: Int }\n")
+    drift = subprocess.run(
+        [*punchcard_command(), "schema", "--check", "--path", str(stale)],
+        capture_output=True,
+        text=True,
+    )
+    assert drift.returncode == 1
+    assert "differs" in drift.stderr
+
+
+async def test_migrations_create_exactly_the_tables_of_db_tables(template_url: str) -> None:
+    engine = create_async_engine(sqlalchemy_url(template_url), poolclass=NullPool)
+
+    def diff(connection: Connection) -> list[object]:
+        context = MigrationContext.configure(
+            connection, opts={"compare_type": True, "compare_server_default": False}
+        )
+        return list(compare_metadata(context, metadata))
+
+    try:
+        async with engine.connect() as connection:
+            differences = await connection.run_sync(diff)
+    finally:
+        await engine.dispose()
+    assert differences == []
