@@ -9,7 +9,7 @@ from typing import Any
 import asyncpg
 from strawberry.dataloader import DataLoader
 
-from db import bookings, clients, purchases
+from db import bookings, clients, offers, purchases
 
 Row = Mapping[str, Any]
 Fetch = Callable[..., Awaitable[list[Row]]]
@@ -30,6 +30,7 @@ class Loaders:
         self.client = _by_id(pool, trainer_id, clients.by_ids)
         self.purchase = _by_id(pool, trainer_id, purchases.by_ids)
         self.booking = _by_id(pool, trainer_id, bookings.by_ids)
+        self.offer = _by_id(pool, trainer_id, offers.by_ids)
 
         async def purchases_of(client_ids: Sequence[int]) -> list[list[Row]]:
             grouped: dict[int, list[Row]] = defaultdict(list)

@@ -23,16 +23,18 @@ from strawberry.tools import merge_types
 
 from gql.errors import MaskInternalErrors
 from gql.settings import Settings
-from resolvers import api_keys, bookings, clients, ledger, purchases
+from resolvers import api_keys, bookings, clients, ledger, offers, purchases
 
 _LIMITS = Settings.from_env()
 CACHE_SIZE = 1024
 
 Query = merge_types(
-    "Query", (clients.Query, purchases.Query, bookings.Query, ledger.Query, api_keys.Query)
+    "Query",
+    (clients.Query, offers.Query, purchases.Query, bookings.Query, ledger.Query, api_keys.Query),
 )
 Mutation = merge_types(
-    "Mutation", (clients.Mutation, purchases.Mutation, bookings.Mutation, api_keys.Mutation)
+    "Mutation",
+    (clients.Mutation, offers.Mutation, purchases.Mutation, bookings.Mutation, api_keys.Mutation),
 )
 
 _RULES: list[type[ASTValidationRule]] = [

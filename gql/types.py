@@ -99,6 +99,27 @@ class Client:
         return [Purchase.from_row(row) for row in rows]
 
 
+@strawberry.type(description="A package template: what a trainer sells.")
+class Offer:
+    id: strawberry.ID
+    name: str
+    sessions_total: int
+    valid_days: int | None
+    price_cents: int | None
+    created_at: datetime
+
+    @classmethod
+    def from_row(cls, row: Row) -> Offer:
+        return cls(
+            id=strawberry.ID(encode(Kind.OFFER, row["id"])),
+            name=row["name"],
+            sessions_total=row["sessions_total"],
+            valid_days=row["valid_days"],
+            price_cents=row["price_cents"],
+            created_at=row["created_at"],
+        )
+
+
 @strawberry.type(description="A package of sessions sold to a client.")
 class Purchase:
     id: strawberry.ID
@@ -113,6 +134,7 @@ class Purchase:
     created_at: datetime
     row_id: strawberry.Private[int]
     client_id: strawberry.Private[int]
+    offer_id: strawberry.Private[int | None]
 
     @classmethod
     def from_row(cls, row: Row) -> Purchase:
@@ -127,6 +149,7 @@ class Purchase:
             created_at=row["created_at"],
             row_id=row["id"],
             client_id=row["client_id"],
+            offer_id=row["offer_id"],
         )
 
     @strawberry.field
@@ -134,6 +157,13 @@ class Purchase:
         row = await info.context.loaders.client.load(self.client_id)
         assert row is not None  # same trainer, foreign key
         return Client.from_row(row)
+
+    @strawberry.field(description="The offer it was sold from, if any.")
+    async def offer(self, info: Info) -> Offer | None:
+        if self.offer_id is None:
+            return None
+        row = await info.context.loaders.offer.load(self.offer_id)
+        return Offer.from_row(row) if row is not None else None
 
     @strawberry.field(description="This package's ledger, oldest first.")
     async def ledger(
