@@ -1,0 +1,195 @@
+"""HTTP benchmarks of the API, each against a baseline measured in the same run.
+
+- useSession, 16 connections spread over 1,000 packages: punchcard vs the bare
+  Starlette + asyncpg endpoint (benchmarks/baseline_app.py) doing the same SQL.
+- the hot row: every request on one package, both servers.
+- the calendar: a month with 300 bookings, clients and packages; requests/s and SQL
+  statements per request (PostgreSQL's own transaction counter: every statement of
+  the calendar runs in its own implicit transaction).
+- ``--workers`` 1 vs 2 for useSession.
+
+After each load the ledger is checked: rows added == successful responses, and the
+packages' sessions_used grew by the same number.
+
+    python -m benchmarks.http_api [--seconds 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+
+from benchmarks.harness import Load, bin_path, free_port, fresh_database, serving, wrk
+from gql.auth import issue_token
+from gql.settings import DEV_JWT_SECRET, Settings
+
+PACKAGES = 1000
+USE_BODY = (
+    '{"query": "mutation($id: ID!) { useSession(purchaseId: $id) '
+    '{ sessionsUsed sessionsRemaining revision } }", "variables": {"id": "pur_%d"}}'
+)
+BASELINE_BODY = '{"id": %d}'
+CALENDAR_BODY = (
+    '{"query": "query($from: DateTime!, $to: DateTime!) { bookings(from: $from, to: $to) '
+    "{ id startsAt endsAt status charged client { id name } "
+    'purchase { id sessionsRemaining expiresAt } } }", '
+    '"variables": {"from": "2027-03-01T00:00:00Z", "to": "2027-04-01T00:00:00Z"}, "n": %d}'
+)
+
+
+@dataclass
+class Row:
+    name: str
+    load: Load
+    baseline: Load | None = None
+    note: str = ""
+
+
+async def seed(url: str) -> tuple[list[int], int]:
+    """Trainer 1 with 1,000 big packages, plus a month of 300 bookings; returns the
+    package ids and the hot package id."""
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute("INSERT INTO trainers (id, subject) VALUES (1, 'bench-trainer')")
+        await conn.execute(
+            """
+            INSERT INTO clients (trainer_id, name)
+            SELECT 1, 'Client ' || n FROM generate_series(1, 100) AS n;
+            """
+        )
+        ids = await conn.fetch(
+            """
+            INSERT INTO purchases (trainer_id, client_id, sessions_total)
+            SELECT 1, 1 + n % 100, 1000000 FROM generate_series(1, $1) AS n
+            RETURNING id
+            """,
+            PACKAGES + 1,
+        )
+        march = datetime(2027, 3, 1, tzinfo=UTC)
+        await conn.execute(
+            """
+            INSERT INTO bookings (trainer_id, client_id, purchase_id, starts_at, ends_at)
+            SELECT 1, 1 + n % 100, CASE WHEN n % 4 = 0 THEN NULL ELSE 1 + n % 100 END,
+                   $1::timestamptz + make_interval(hours => n * 2),
+                   $1::timestamptz + make_interval(hours => n * 2 + 1)
+              FROM generate_series(0, 299) AS n
+            """,
+            march,
+        )
+        assert march + timedelta(hours=600) < march + timedelta(days=31)
+        package_ids = [r["id"] for r in ids]
+        return package_ids[:PACKAGES], package_ids[PACKAGES]
+    finally:
+        await conn.close()
+
+
+async def counters(url: str) -> tuple[int, int, int]:
+    """(ledger rows, total sessions_used, committed transactions)."""
+    conn = await asyncpg.connect(url)
+    try:
+        row = await conn.fetchrow(  # one statement: one snapshot
+            """
+            SELECT (SELECT count(*) FROM session_ledger) AS ledger,
+                   (SELECT sum(sessions_used) FROM purchases) AS used,
+                   (SELECT xact_commit FROM pg_stat_database
+                     WHERE datname = current_database()) AS xacts
+            """
+        )
+        return row["ledger"], row["used"], row["xacts"]
+    finally:
+        await conn.close()
+
+
+def checked(url: str, run: Load, before: tuple[int, int, int], connections: int = 16) -> str:
+    """The ledger grew by exactly the sessions used, and by the successful responses plus
+    at most the requests in flight when wrk stopped (served, but never read by wrk)."""
+    time.sleep(0.5)  # let the requests in flight finish
+    after = asyncio.run(counters(url))
+    ledger, used = after[0] - before[0], after[1] - before[1]
+    if ledger != used or not run.ok <= ledger <= run.ok + connections or run.failed:
+        raise SystemExit(
+            f"ledger check failed: +{ledger} rows, +{used} used, {run.ok} ok, {run.failed} failed"
+        )
+    return f"ledger +{ledger}, {run.ok} ok, {ledger - run.ok} in flight at stop"
+
+
+def main(seconds: int = 10) -> list[Row]:
+    rows: list[Row] = []
+    with fresh_database() as url:
+        packages, hot = asyncio.run(seed(url))
+        env = {**os.environ, "DATABASE_URL": url, "JWT_SECRET": DEV_JWT_SECRET}
+        token = issue_token(Settings(), "bench-trainer", ttl_seconds=3600)
+
+        def uvicorn(app: str, port: int) -> list[str]:
+            return [
+                bin_path("uvicorn"), app, "--port", str(port), "--loop", "uvloop",
+                "--http", "httptools", "--no-access-log", "--log-level", "warning",
+            ]  # fmt: skip
+
+        def punchcard(port: int, workers: int = 1) -> list[str]:
+            return [
+                bin_path("punchcard"), "serve", "--port", str(port),
+                "--workers", str(workers), "--log-level", "warning",
+            ]  # fmt: skip
+
+        def measure(base: str, body: str, ids: list[int], auth: str = "") -> tuple[Load, str]:
+            wrk(base, body_template=body, ids=ids, token=auth, seconds=2)  # warm-up
+            before = asyncio.run(counters(url))
+            run = wrk(base, body_template=body, ids=ids, token=auth, seconds=seconds)
+            return run, checked(url, run, before)
+
+        port = free_port()
+        with serving(uvicorn("benchmarks.baseline_app:app", port), env, port) as base:
+            spread_base, _ = measure(f"{base}/use", BASELINE_BODY, packages)
+            hot_base, _ = measure(f"{base}/use", BASELINE_BODY, [hot])
+        port = free_port()
+        with serving(punchcard(port), env, port) as api:
+            spread, note = measure(f"{api}/graphql", USE_BODY, packages, token)
+            rows.append(Row("useSession, 1,000 packages", spread, spread_base, note))
+            hot_run, note = measure(f"{api}/graphql", USE_BODY, [hot], token)
+            rows.append(Row("useSession, one hot package", hot_run, hot_base, note))
+            wrk(f"{api}/graphql", body_template=CALENDAR_BODY, ids=[0], token=token, seconds=2)
+            before = asyncio.run(counters(url))
+            calendar = wrk(
+                f"{api}/graphql", body_template=CALENDAR_BODY, ids=[0], token=token, seconds=seconds
+            )
+            time.sleep(1.5)  # backends publish their statistics at most once a second
+            statements = (asyncio.run(counters(url))[2] - before[2]) / max(calendar.requests, 1)
+            rows.append(
+                Row("calendar, 300 bookings", calendar, None, f"{statements:.2f} SQL/request")
+            )
+        port = free_port()
+        with serving(punchcard(port, workers=2), env, port) as api:
+            two, note = measure(f"{api}/graphql", USE_BODY, packages, token)
+            rows.append(Row("useSession, --workers 2 (vs 1)", two, spread, note))
+    return rows
+
+
+def table(rows: list[Row]) -> str:
+    lines = [
+        f"{'benchmark':34} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} "
+        f"{'baseline':>9} {'ratio':>6}  notes",
+    ]
+    for row in rows:
+        base = f"{row.baseline.rps:9.0f}" if row.baseline else f"{'-':>9}"
+        ratio = f"{row.load.rps / row.baseline.rps:6.2f}" if row.baseline else f"{'-':>6}"
+        lines.append(
+            f"{row.name:34} {row.load.rps:8.0f} {row.load.p50_ms:7.2f} {row.load.p99_ms:7.2f} "
+            f"{base} {ratio}  {row.note}"
+        )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--seconds", type=int, default=10)
+    args = parser.parse_args()
+    started = time.monotonic()
+    print(table(main(args.seconds)))
+    print(f"(measured in {time.monotonic() - started:.0f} s)")
