@@ -1,5 +1,8 @@
 """The Starlette app factory: the lifespan owns the asyncpg pool; ``/graphql`` serves
-queries and mutations (POST) and GraphiQL (GET)."""
+queries and mutations (POST) and GraphiQL (GET).
+
+Plain JSON POSTs to ``/graphql`` skip Starlette's middleware and router and go to the
+fast path (gql/fastpath.py); everything else takes the usual route."""
 
 from __future__ import annotations
 
@@ -11,12 +14,13 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
 
-from db.errors import DomainError
 from gql.auth import Authenticator
 from gql.context import Context
+from gql.fastpath import FastGraphQL
 from gql.schema import schema
 from gql.settings import Settings
 
@@ -51,14 +55,31 @@ class PunchcardGraphQL(GraphQL[Context, None]):
         self, request: Request | WebSocket, response: Response | WebSocket
     ) -> Context:
         state = request.app.state
-        context = Context(pool=state.pool, settings=state.settings)
-        try:
-            context._principal = await state.authenticator.authenticate(
-                request.headers.get("authorization")
-            )
-        except DomainError as error:
-            context._auth_error = error
-        return context
+        return await Context.build(
+            state.pool, state.settings, state.authenticator, request.headers.get("authorization")
+        )
+
+
+class PunchcardApp(Starlette):
+    """Starlette, with ``POST /graphql`` answered before the middleware stack."""
+
+    fast: FastGraphQL | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            self.fast is not None
+            and scope["type"] == "http"
+            and scope["path"] == "/graphql"
+            and scope["method"] == "POST"
+        ):
+            scope["app"] = self
+            await self.fast(scope, receive, send, self._context)
+            return
+        await super().__call__(scope, receive, send)
+
+    async def _context(self, authorization: str | None) -> Context:
+        state = self.state
+        return await Context.build(state.pool, state.settings, state.authenticator, authorization)
 
 
 def create_app(settings: Settings, *, on_connect: ConnectionHook | None = None) -> Starlette:
@@ -77,9 +98,11 @@ def create_app(settings: Settings, *, on_connect: ConnectionHook | None = None) 
         return JSONResponse({"status": "ok"})
 
     graphql = PunchcardGraphQL(schema, allow_queries_via_get=False)
-    app = Starlette(
+    app = PunchcardApp(
         routes=[Route("/graphql", graphql, methods=["GET", "POST"]), Route("/healthz", health)],
         lifespan=lifespan,
     )
     app.state.settings = settings
+    if settings.fast_path:
+        app.fast = FastGraphQL(fallback=graphql)
     return app

@@ -8,7 +8,7 @@ import asyncpg
 from strawberry.types import Info as StrawberryInfo
 
 from db.errors import Code, DomainError
-from gql.auth import Principal
+from gql.auth import Authenticator, Principal
 from gql.loaders import Loaders
 from gql.settings import Settings
 
@@ -20,6 +20,23 @@ class Context:
     _principal: Principal | None = None
     _auth_error: DomainError | None = None
     _loaders: Loaders | None = field(default=None, repr=False)
+
+    @classmethod
+    async def build(
+        cls,
+        pool: asyncpg.Pool,
+        settings: Settings,
+        authenticator: Authenticator,
+        authorization: str | None,
+    ) -> Context:
+        """The context of one request; a bad credential is kept to be raised on use, so
+        it surfaces as a GraphQL error (UNAUTHENTICATED) like any other."""
+        context = cls(pool=pool, settings=settings)
+        try:
+            context._principal = await authenticator.authenticate(authorization)
+        except DomainError as error:
+            context._auth_error = error
+        return context
 
     @property
     def principal(self) -> Principal:

@@ -20,12 +20,24 @@ def _is_unexpected(error: GraphQLError) -> bool:
     return original is not None and not isinstance(original, DomainError | GraphQLError)
 
 
+def masked(error: GraphQLError) -> GraphQLError:
+    """The error a client sees: unexpected ones are logged and replaced."""
+    if not _is_unexpected(error):
+        return error
+    log.error("unexpected error at %s", error.path, exc_info=error.original_error)
+    return GraphQLError(
+        "Unexpected error.",
+        nodes=error.nodes,
+        source=error.source,
+        positions=error.positions,
+        path=error.path,
+        extensions={"code": INTERNAL},
+    )
+
+
 class MaskInternalErrors(MaskErrors):
     def __init__(self) -> None:
         super().__init__(should_mask_error=_is_unexpected, error_message="Unexpected error.")
 
     def anonymise_error(self, error: GraphQLError) -> GraphQLError:
-        log.error("unexpected error at %s", error.path, exc_info=error.original_error)
-        masked = super().anonymise_error(error)
-        masked.extensions = {"code": INTERNAL}
-        return masked
+        return masked(error)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import strawberry
-from graphql import ASTValidationRule
+from graphql import ASTValidationRule, GraphQLError, specified_rules
 from strawberry.extensions import (
     AddValidationRules,
     MaxAliasesLimiter,
@@ -27,6 +27,7 @@ from resolvers import api_keys, bookings, clients, ledger, offers, purchases
 
 _LIMITS = Settings.from_env()
 CACHE_SIZE = 1024
+MAX_TOKENS = _LIMITS.max_tokens
 
 Query = merge_types(
     "Query",
@@ -43,6 +44,10 @@ _RULES: list[type[ASTValidationRule]] = [
 ]
 
 
+# Every rule a document is validated with (the fast path in gql/fastpath.py uses these too).
+VALIDATION_RULES: tuple[type[ASTValidationRule], ...] = (*specified_rules, *_RULES)
+
+
 class Limits(AddValidationRules):
     def __init__(self) -> None:
         super().__init__(_RULES)
@@ -50,7 +55,7 @@ class Limits(AddValidationRules):
 
 class MaxTokens(SchemaExtension):
     def on_operation(self) -> Iterator[None]:
-        self.execution_context.parse_options["max_tokens"] = _LIMITS.max_tokens
+        self.execution_context.parse_options["max_tokens"] = MAX_TOKENS
         yield
 
 
@@ -62,7 +67,13 @@ def _validation_cache() -> ValidationCache:
     return ValidationCache(maxsize=CACHE_SIZE)
 
 
-schema = strawberry.Schema(
+class PunchcardSchema(strawberry.Schema):
+    def process_errors(self, errors: list[GraphQLError], execution_context: object = None) -> None:
+        """Refusals (domain errors) are answers, not faults: nothing to log here.
+        Unexpected errors are logged once, where they are masked (gql/errors.py)."""
+
+
+schema = PunchcardSchema(
     query=Query,
     mutation=Mutation,
     extensions=[MaxTokens, _parser_cache, Limits, _validation_cache, MaskInternalErrors],

@@ -25,9 +25,15 @@ class Settings:
     max_aliases: int = 30
     max_tokens: int = 2000
     token_cache_seconds: float = 60.0
+    fast_path: bool = True  # plain JSON POSTs skip strawberry's view (gql/fastpath.py)
     sweep_grace_minutes: int = 15
     sweep_batch_size: int = 500
     sweep_poll_seconds: float = 30.0
+    reminder_webhook_url: str | None = None  # unset: reminders go to the log
+    reminder_webhook_secret: str | None = None  # HMAC-SHA256 key; required with the URL
+    reminder_batch_size: int = 100
+    reminder_retry_seconds: float = 30.0  # first retry after a failed send; doubles, max 1 h
+    reminder_lease_seconds: float = 300.0  # a claimed reminder is retried after this if unmarked
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -58,12 +64,24 @@ class Settings:
             token_cache_seconds=get_float(
                 "PUNCHCARD_TOKEN_CACHE_SECONDS", default.token_cache_seconds
             ),
+            fast_path=env.get("PUNCHCARD_FAST_PATH", "1") not in {"0", "false", "no"},
             sweep_grace_minutes=get_int(
                 "PUNCHCARD_SWEEP_GRACE_MINUTES", default.sweep_grace_minutes
             ),
             sweep_batch_size=get_int("PUNCHCARD_SWEEP_BATCH_SIZE", default.sweep_batch_size),
             sweep_poll_seconds=get_float(
                 "PUNCHCARD_SWEEP_POLL_SECONDS", default.sweep_poll_seconds
+            ),
+            reminder_webhook_url=env.get("PUNCHCARD_REMINDER_WEBHOOK_URL") or None,
+            reminder_webhook_secret=env.get("PUNCHCARD_REMINDER_WEBHOOK_SECRET") or None,
+            reminder_batch_size=get_int(
+                "PUNCHCARD_REMINDER_BATCH_SIZE", default.reminder_batch_size
+            ),
+            reminder_retry_seconds=get_float(
+                "PUNCHCARD_REMINDER_RETRY_SECONDS", default.reminder_retry_seconds
+            ),
+            reminder_lease_seconds=get_float(
+                "PUNCHCARD_REMINDER_LEASE_SECONDS", default.reminder_lease_seconds
             ),
         )
 
