@@ -140,6 +140,7 @@ def main(seconds: int = 10) -> list[Row]:
 
         def measure(base: str, body: str, ids: list[int], auth: str = "") -> tuple[Load, str]:
             wrk(base, body_template=body, ids=ids, token=auth, seconds=2)  # warm-up
+            time.sleep(0.5)  # the warm-up's requests in flight finish before counting
             before = asyncio.run(counters(url))
             run = wrk(base, body_template=body, ids=ids, token=auth, seconds=seconds)
             return run, checked(url, run, before)
