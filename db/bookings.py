@@ -15,6 +15,7 @@ from datetime import datetime
 
 import asyncpg
 
+from db import checks
 from db.errors import Code, DomainError, bad_input, not_found
 from db.idempotency import replay
 from db.notify import CHANNEL
@@ -66,8 +67,8 @@ async def create_booking(
 ) -> Row:
     """Book a session, linked to the named package or, with ``auto_assign``, to the
     client's active package with sessions left that expires soonest (else unpackaged)."""
-    if starts_at.tzinfo is None or ends_at.tzinfo is None:
-        raise bad_input("startsAt and endsAt need a UTC offset")
+    starts_at = checks.moment("startsAt", starts_at)
+    ends_at = checks.moment("endsAt", ends_at)
     if ends_at <= starts_at:
         raise bad_input("endsAt must be after startsAt")
     if (ends_at - starts_at).total_seconds() > MAX_LENGTH_HOURS * 3600:
@@ -106,11 +107,12 @@ SELECT coalesce(array_agg(m.id), '{}') AS ids, (SELECT count(*) FROM locked) AS 
 """
 
 # Claim due bookings across all trainers, skipping rows another worker (or a tab's
-# transaction) holds; one statement per batch.
+# transaction) holds; one statement per batch. $3 is the sweeper's clock (NULL: now()).
 CLAIM_DUE = """
 WITH due AS (
     SELECT b.id FROM bookings AS b
-     WHERE b.status = 'CONFIRMED' AND b.ends_at < now() - make_interval(mins => $1)
+     WHERE b.status = 'CONFIRMED'
+       AND b.ends_at < coalesce($3::timestamptz, now()) - make_interval(mins => $1)
      ORDER BY b.ends_at, b.id
      LIMIT $2
        FOR UPDATE SKIP LOCKED
@@ -119,7 +121,7 @@ WITH due AS (
        SET status = 'COMPLETED', completed_by = 'SWEEPER', completed_at = now(),
            updated_at = now()
       FROM due
-     WHERE b.id = due.id
+     WHERE b.id = due.id AND b.status = 'CONFIRMED'
     RETURNING b.id, b.purchase_id
 ), locked AS (
     SELECT p.id FROM purchases AS p
@@ -291,10 +293,12 @@ def _json(row: Row) -> str:
     )
 
 
-async def sweep_batch(pool: asyncpg.Pool, *, grace_minutes: int, batch_size: int) -> list[Row]:
+async def sweep_batch(
+    pool: asyncpg.Pool, *, grace_minutes: int, batch_size: int, now: datetime | None = None
+) -> list[Row]:
     """Complete and charge one batch of due bookings; an empty list means none are due."""
     async with pool.acquire() as conn, conn.transaction():
-        moved = await conn.fetchrow(CLAIM_DUE, grace_minutes, batch_size)
+        moved = await conn.fetchrow(CLAIM_DUE, grace_minutes, batch_size, now)
         assert moved is not None
         if not moved["ids"]:
             return []
@@ -319,6 +323,7 @@ async def calendar(
     statuses: Sequence[str] | None,
     limit: int,
 ) -> list[Row]:
+    start, end = checks.moment("from", start), checks.moment("to", end)
     if end <= start:
         raise bad_input("`to` must be after `from`")
     return list(

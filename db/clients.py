@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from db import checks
 from db.errors import bad_input
 from db.types import Executor, Row
 
 CLIENT_COLUMNS = "id, trainer_id, name, email, phone, timezone, created_at"
+MAX_SEARCH = 320
 
 CREATE = f"""
 INSERT INTO clients (trainer_id, name, email, phone, timezone) VALUES ($1, $2, $3, $4, $5)
@@ -24,12 +26,10 @@ async def create_client(
     phone: str | None,
     timezone: str | None,
 ) -> Row:
-    name = name.strip()
-    if not 1 <= len(name) <= 200:
-        raise bad_input("name must be 1 to 200 characters")
-    for label, value in (("email", email), ("phone", phone)):
-        if value is not None and len(value) > 320:
-            raise bad_input(f"{label} is too long")
+    name = checks.text("name", name.strip(), min_length=1, max_length=200)
+    for label, value in (("email", email), ("phone", phone), ("timezone", timezone)):
+        if value is not None:
+            checks.text(label, value, max_length=320)
     if email is not None and "@" not in email:
         raise bad_input("email is not an email address")
     row = await db.fetchrow(CREATE, trainer_id, name, email, phone, timezone)
@@ -68,5 +68,7 @@ async def search(
     after: int | None,
     limit: int,
 ) -> list[Row]:
+    if text is not None:
+        checks.text("search", text, max_length=MAX_SEARCH)
     pattern = _like_escape(text.strip()) if text and text.strip() else None
     return list(await db.fetch(SEARCH, trainer_id, pattern, after, limit))

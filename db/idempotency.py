@@ -7,14 +7,15 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from db.errors import Code, DomainError, bad_input
+from db import checks
+from db.errors import Code, DomainError
 
 MAX_KEY_LENGTH = 255
 
 
 def check_key(key: str | None) -> str | None:
-    if key is not None and not 1 <= len(key) <= MAX_KEY_LENGTH:
-        raise bad_input(f"idempotencyKey must be 1 to {MAX_KEY_LENGTH} characters")
+    if key is not None:
+        checks.text("idempotencyKey", key, min_length=1, max_length=MAX_KEY_LENGTH)
     return key
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from db import checks
 from db.errors import bad_input
 from db.types import Executor, Row
 
@@ -28,9 +29,7 @@ async def create_offer(
     valid_days: int | None,
     price_cents: int | None,
 ) -> Row:
-    name = name.strip()
-    if not 1 <= len(name) <= 200:
-        raise bad_input("name must be 1 to 200 characters")
+    name = checks.text("name", name.strip(), min_length=1, max_length=200)
     if not 1 <= sessions_total <= MAX_SESSIONS:
         raise bad_input(f"sessionsTotal must be between 1 and {MAX_SESSIONS}")
     if valid_days is not None and not 1 <= valid_days <= 3650:

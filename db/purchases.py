@@ -13,6 +13,7 @@ from datetime import datetime
 
 import asyncpg
 
+from db import checks
 from db.errors import Code, DomainError, bad_input, not_found
 from db.idempotency import replay
 from db.notify import CHANNEL
@@ -23,6 +24,7 @@ PURCHASE_COLUMNS = (
     "revision, created_at"
 )
 MAX_SESSIONS = 1000
+MAX_REASON = 1000
 
 _ADJUST = f"""
 WITH changed AS (
@@ -86,6 +88,8 @@ async def _adjust(
     key: str | None,
     request: str,
 ) -> Row:
+    if reason is not None:
+        checks.text("reason", reason, max_length=MAX_REASON)
     try:
         row = await db.fetchrow(sql, purchase_id, trainer_id, source, actor, reason, key, request)
     except asyncpg.UniqueViolationError:
@@ -196,8 +200,8 @@ async def sell_package(
 ) -> Row:
     if not 1 <= sessions_total <= MAX_SESSIONS:
         raise bad_input(f"sessionsTotal must be between 1 and {MAX_SESSIONS}")
-    if expires_at is not None and expires_at.tzinfo is None:
-        raise bad_input("expiresAt needs a UTC offset")
+    if expires_at is not None:
+        expires_at = checks.moment("expiresAt", expires_at)
     row = await db.fetchrow(SELL, trainer_id, client_id, sessions_total, expires_at, offer_id)
     assert row is not None
     if row["id"] is None:
@@ -242,3 +246,21 @@ async def ledger_page(
 ) -> list[Row]:
     """Ledger rows in order, oldest first, resuming after the cursor ``after``."""
     return list(await db.fetch(LEDGER_PAGE, trainer_id, purchase_id, after, limit))
+
+
+LEDGER_PAGES = f"""
+SELECT l.* FROM unnest($2::bigint[]) AS wanted (purchase_id)
+CROSS JOIN LATERAL (
+    SELECT {LEDGER_COLUMNS} FROM session_ledger AS e
+     WHERE e.trainer_id = $1 AND e.purchase_id = wanted.purchase_id AND e.id > $3
+     ORDER BY e.id
+     LIMIT $4
+) AS l
+"""
+
+
+async def ledger_pages(
+    db: Executor, *, trainer_id: int, purchase_ids: Sequence[int], after: int, limit: int
+) -> list[Row]:
+    """One ledger page per purchase, all in one statement (``Purchase.ledger`` batched)."""
+    return list(await db.fetch(LEDGER_PAGES, trainer_id, list(purchase_ids), after, limit))

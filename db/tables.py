@@ -190,3 +190,47 @@ api_keys = Table(
     _created_at(),
     Index("api_keys_trainer", "trainer_id"),
 )
+
+# Migration 0002: one reminder per booking (claimed, retried with backoff, sent once),
+# and the index the reminder claim scans.
+reminders = Table(
+    "reminders",
+    metadata,
+    Column(
+        "booking_id",
+        BigInteger,
+        ForeignKey("bookings.id", ondelete="CASCADE"),
+        primary_key=True,
+        autoincrement=False,
+    ),
+    _trainer_fk(),
+    Column("remind_at", DateTime(timezone=True), nullable=False),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("next_attempt_at", DateTime(timezone=True), nullable=False),
+    Column("sent_at", DateTime(timezone=True)),
+    Column("last_error", Text),
+    _created_at(),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    CheckConstraint("attempts >= 0", name="reminders_attempts_non_negative"),
+    Index("reminders_trainer", "trainer_id"),
+)
+
+Index(
+    "bookings_reminder_due",
+    bookings.c.starts_at,
+    postgresql_where=text("status = 'CONFIRMED' AND reminder_sent_at IS NULL"),
+)
+
+# Migration 0003 (live updates): the transaction that wrote each row last, and the
+# indexes the change feed reads by. See db/changes.py.
+for _table in (purchases, bookings, session_ledger):
+    _table.append_column(
+        Column(
+            "changed_xid",
+            BigInteger,
+            nullable=False,
+            server_default=text("current_xid()"),
+        )
+    )
+Index("bookings_trainer_changed", bookings.c.trainer_id, bookings.c.changed_xid)
+Index("session_ledger_trainer_changed", session_ledger.c.trainer_id, session_ledger.c.changed_xid)

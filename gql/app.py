@@ -1,16 +1,21 @@
-"""The Starlette app factory: the lifespan owns the asyncpg pool; ``/graphql`` serves
-queries and mutations (POST) and GraphiQL (GET).
+"""The Starlette app factory: the lifespan owns the asyncpg pool, the live-update hub and
+its LISTEN connection; ``/graphql`` serves queries and mutations (POST), GraphiQL (GET)
+and subscriptions (WebSocket, gql/websocket.py).
 
 Plain JSON POSTs to ``/graphql`` skip Starlette's middleware and router and go to the
-fast path (gql/fastpath.py); everything else takes the usual route."""
+fast path (gql/fastpath.py), and so do WebSockets on ``/graphql`` (the endpoint gets the
+server's own ``send``, which lets gql/outbox.py write frames directly); everything else
+takes the usual route."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import gc
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import asyncpg
+import psutil
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -19,11 +24,17 @@ from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
 
+from db.notify import CHANNEL
 from gql.auth import Authenticator
 from gql.context import Context
 from gql.fastpath import FastGraphQL
+from gql.hub import Hub
+from gql.listener import Listener
 from gql.schema import schema
 from gql.settings import Settings
+from gql.websocket import GraphQLWebSocket, Sockets
+
+LOOPBACK = frozenset({"127.0.0.1", "::1"})
 
 
 async def _keep_session(connection: asyncpg.Connection) -> None:
@@ -65,8 +76,13 @@ class PunchcardApp(Starlette):
     """Starlette, with ``POST /graphql`` answered before the middleware stack."""
 
     fast: FastGraphQL | None = None
+    live = GraphQLWebSocket()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket" and scope["path"] == "/graphql":
+            scope["app"] = self
+            await self.live(scope, receive, send)
+            return
         if (
             self.fast is not None
             and scope["type"] == "http"
@@ -89,6 +105,20 @@ def create_app(settings: Settings, *, on_connect: ConnectionHook | None = None) 
         pool = await create_pool(settings, on_connect)
         app.state.pool = pool
         app.state.authenticator = Authenticator(settings, pool)
+        # Live updates: the hub fans out what the one LISTEN connection wakes it for.
+        assert settings.database_url
+        hub = app.state.hub = Hub(pool, settings, naive=settings.live_naive)
+        listener = app.state.listener = Listener(
+            settings.database_url,
+            CHANNEL,
+            hub.notify,
+            hub.refresh,
+            health_seconds=settings.live_health_seconds,
+        )
+        sockets = app.state.sockets = Sockets(settings)
+        hub.start()
+        listener.start()
+        sockets.start()
         # Everything built so far (schema, modules, pool) lives as long as the process:
         # keep it out of the collector's scans. Requests make short-lived reference
         # cycles (DataLoader futures), and full collections over the whole heap cost a
@@ -98,15 +128,41 @@ def create_app(settings: Settings, *, on_connect: ConnectionHook | None = None) 
         try:
             yield
         finally:
+            await sockets.stop()
+            await listener.stop()
+            await hub.stop()
             await pool.close()
 
     async def health(request: Request) -> Response:
         await request.app.state.pool.fetchval("SELECT 1")
         return JSONResponse({"status": "ok"})
 
+    async def live_stats(request: Request) -> Response:
+        """Live-update counters, for tests and benchmarks (PUNCHCARD_DEBUG_STATS, loopback)."""
+        client = request.client.host if request.client else ""
+        if not settings.debug_stats or client not in LOOPBACK:
+            return JSONResponse({"error": "not found"}, status_code=404)
+        state = request.app.state
+        body = {
+            **state.hub.stats(),
+            **state.sockets.stats(),
+            **state.listener.stats(),
+            "tasks": len(asyncio.all_tasks()),
+            "rss_bytes": psutil.Process().memory_info().rss,
+        }
+        if request.query_params.get("samples"):
+            body["fanout_seconds"] = list(state.hub.fanout)
+        if request.query_params.get("reset"):
+            state.hub.fanout.clear()
+        return JSONResponse(body)
+
     graphql = PunchcardGraphQL(schema, allow_queries_via_get=False)
     app = PunchcardApp(
-        routes=[Route("/graphql", graphql, methods=["GET", "POST"]), Route("/healthz", health)],
+        routes=[
+            Route("/graphql", graphql, methods=["GET", "POST"]),
+            Route("/healthz", health),
+            Route("/debug/live", live_stats),
+        ],
         lifespan=lifespan,
     )
     app.state.settings = settings

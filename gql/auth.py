@@ -54,6 +54,13 @@ def issue_token(
     return jwt.encode(payload, settings.jwt_secret, algorithm="HS256")
 
 
+def _text_claim(value: object, max_length: int) -> str | None:
+    """A string claim PostgreSQL can store (no NUL, bounded), else None."""
+    if isinstance(value, str) and len(value) <= max_length and "\x00" not in value:
+        return value
+    return None
+
+
 class Authenticator:
     """Verifies tokens; verified JWTs are cached briefly (never past their expiry)."""
 
@@ -101,13 +108,12 @@ class Authenticator:
             raise unauthenticated("token expired") from None
         except jwt.PyJWTError:
             raise unauthenticated("invalid token") from None
-        subject = claims["sub"]
-        if not isinstance(subject, str) or not 1 <= len(subject) <= 255:
+        subject = _text_claim(claims["sub"], 255)
+        if not subject:
             raise unauthenticated("invalid token subject")
-        email = claims.get("email")
-        email = email if isinstance(email, str) else None
-        name = claims.get("name")
-        name = name if isinstance(name, str) else (email or "")
+        email = _text_claim(claims.get("email"), 320)
+        name = _text_claim(claims.get("name"), 320)
+        name = name if name is not None else (email or "")
         trainer = await trainers.provision(self._pool, subject=subject, name=name, email=email)
         return Principal(
             trainer_id=trainer["id"],

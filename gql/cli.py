@@ -1,4 +1,4 @@
-"""The ``punchcard`` console script: serve, migrate, schema, token."""
+"""The ``punchcard`` console script: serve, sweep, migrate, schema, token."""
 
 from __future__ import annotations
 
@@ -7,9 +7,11 @@ import asyncio
 import logging
 import os
 import signal
+import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from types import FrameType
 
@@ -77,13 +79,56 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
             "log_level": args.log_level,
             "access_log": False,
         }
-        if args.workers > 1:
-            uvicorn.run("gql.main:app", workers=args.workers, **common)
-        else:
-            from gql.app import create_app
+        sweeper = _start_sweeper() if args.sweeper else None
+        try:
+            if args.workers > 1:
+                uvicorn.run("gql.main:app", workers=args.workers, **common)
+            else:
+                from gql.app import create_app
 
-            uvicorn.Server(uvicorn.Config(create_app(ready), **common)).run()
+                uvicorn.Server(uvicorn.Config(create_app(ready), **common)).run()
+        finally:
+            if sweeper is not None:
+                _stop_child(sweeper)
     return 0
+
+
+def _start_sweeper() -> subprocess.Popen[bytes]:
+    """``serve --sweeper``: ``punchcard sweep`` as a child with this environment (which
+    carries the embedded server's DATABASE_URL, so the child shares it)."""
+    child = subprocess.Popen([sys.executable, "-m", "gql.cli", "sweep"], env=dict(os.environ))
+    log.info("started sweeper (pid %d)", child.pid)
+    return child
+
+
+def _stop_child(child: subprocess.Popen[bytes], timeout: float = 30) -> None:
+    if child.poll() is None:
+        child.send_signal(signal.SIGTERM)  # it finishes its current batch
+        try:
+            child.wait(timeout)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+    log.info("sweeper exited with %s", child.returncode)
+
+
+def cmd_sweep(args: argparse.Namespace, settings: Settings) -> int:
+    from gql import sweeper
+
+    if args.now is not None and not args.once:
+        raise SystemExit("punchcard sweep: --now needs --once")
+    with database(settings, migrate=False) as ready:
+        return sweeper.main(ready, once=args.once, now=args.now)
+
+
+def _moment(text: str) -> datetime:
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO-8601 time: {text!r}") from None
+    if moment.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"{text!r} needs a UTC offset")
+    return moment
 
 
 def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
@@ -124,7 +169,19 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--workers", type=int, default=1)
     serve.add_argument("--demo", action="store_true", help="seed demo data, print a token")
     serve.add_argument("--log-level", default="info")
+    serve.add_argument(
+        "--sweeper", action="store_true", help="also run `punchcard sweep` as a child process"
+    )
     serve.set_defaults(run=cmd_serve)
+
+    sweep = commands.add_parser(
+        "sweep", help="complete past bookings and send reminders until stopped"
+    )
+    sweep.add_argument("--once", action="store_true", help="one pass, then exit")
+    sweep.add_argument(
+        "--now", type=_moment, help="with --once: sweep as if it were this ISO-8601 time"
+    )
+    sweep.set_defaults(run=cmd_sweep)
 
     migrate = commands.add_parser("migrate", help="apply database migrations")
     migrate.set_defaults(run=cmd_migrate)

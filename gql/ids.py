@@ -35,11 +35,18 @@ def encode(kind: Kind, value: int) -> str:
     return f"{kind.value}_{value}"
 
 
-def decode(kind: Kind, value: str) -> int:
-    """The row id behind ``value``; a well-formed id of another kind is simply not found."""
+def lookup(kind: Kind, value: str) -> int | None:
+    """The row id behind ``value``, or None for a well-formed id of another kind (which
+    names no row of this kind: a query answers null). Malformed ids are BAD_USER_INPUT."""
     match = _ID.fullmatch(value)
     if match is None:
         raise bad_input(f"malformed {NAMES[kind]} id {value[:40]!r}")
-    if match.group(1) != kind.value:
+    return int(match.group(2)) if match.group(1) == kind.value else None
+
+
+def decode(kind: Kind, value: str) -> int:
+    """The row id behind ``value``; a well-formed id of another kind is simply not found."""
+    row_id = lookup(kind, value)
+    if row_id is None:
         raise not_found(NAMES[kind])
-    return int(match.group(2))
+    return row_id

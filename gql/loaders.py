@@ -13,6 +13,7 @@ from db import bookings, clients, offers, purchases
 
 Row = Mapping[str, Any]
 Fetch = Callable[..., Awaitable[list[Row]]]
+LedgerPageKey = tuple[int, int, int]  # (purchase id, after cursor, rows wanted)
 
 
 def _by_id(pool: asyncpg.Pool, trainer_id: int, fetch: Fetch) -> DataLoader[int, Row | None]:
@@ -41,3 +42,17 @@ class Loaders:
             return [grouped[i] for i in client_ids]
 
         self.purchases_of_client: DataLoader[int, list[Row]] = DataLoader(load_fn=purchases_of)
+
+        async def ledger_pages(keys: Sequence[LedgerPageKey]) -> list[list[Row]]:
+            """Pages of many purchases' ledgers: one statement per distinct (after, limit)."""
+            pages: dict[LedgerPageKey, list[Row]] = defaultdict(list)
+            for after, limit in {(k[1], k[2]) for k in keys}:
+                ids = [k[0] for k in keys if (k[1], k[2]) == (after, limit)]
+                rows = await purchases.ledger_pages(
+                    pool, trainer_id=trainer_id, purchase_ids=ids, after=after, limit=limit
+                )
+                for row in rows:
+                    pages[(row["purchase_id"], after, limit)].append(row)
+            return [pages[key] for key in keys]
+
+        self.ledger_page: DataLoader[LedgerPageKey, list[Row]] = DataLoader(load_fn=ledger_pages)

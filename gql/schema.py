@@ -23,7 +23,7 @@ from strawberry.tools import merge_types
 
 from gql.errors import MaskInternalErrors
 from gql.settings import Settings
-from resolvers import api_keys, bookings, clients, ledger, offers, purchases
+from resolvers import api_keys, bookings, clients, ledger, offers, purchases, subscriptions
 
 _LIMITS = Settings.from_env()
 CACHE_SIZE = 1024
@@ -76,6 +76,7 @@ class PunchcardSchema(strawberry.Schema):
 schema = PunchcardSchema(
     query=Query,
     mutation=Mutation,
+    subscription=subscriptions.Subscription,
     extensions=[MaxTokens, _parser_cache, Limits, _validation_cache, MaskInternalErrors],
 )
 

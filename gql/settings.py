@@ -34,6 +34,15 @@ class Settings:
     reminder_batch_size: int = 100
     reminder_retry_seconds: float = 30.0  # first retry after a failed send; doubles, max 1 h
     reminder_lease_seconds: float = 300.0  # a claimed reminder is retried after this if unmarked
+    live_poll_seconds: float = 30.0  # re-read live subscriptions' changes even without NOTIFY
+    live_health_seconds: float = 5.0  # the LISTEN connection's health check
+    live_naive: bool = False  # execute each event per subscriber (the benchmark's baseline)
+    ws_init_timeout_seconds: float = 10.0  # connection_init must arrive within this
+    ws_keepalive_seconds: float = 15.0  # the legacy graphql-ws protocol's "ka" interval
+    ws_max_operations: int = 100  # per socket
+    debug_stats: bool = False  # GET /debug/live (loopback clients only): hub counters
+    ws_direct_writes: bool = True  # frames straight to uvicorn's transport (gql/outbox.py)
+    live_writer_threads: int = 1  # threads writing a large fan-out beside the event loop
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -82,6 +91,23 @@ class Settings:
             ),
             reminder_lease_seconds=get_float(
                 "PUNCHCARD_REMINDER_LEASE_SECONDS", default.reminder_lease_seconds
+            ),
+            live_poll_seconds=get_float("PUNCHCARD_LIVE_POLL_SECONDS", default.live_poll_seconds),
+            live_health_seconds=get_float(
+                "PUNCHCARD_LIVE_HEALTH_SECONDS", default.live_health_seconds
+            ),
+            live_naive=env.get("PUNCHCARD_LIVE_NAIVE", "0") in {"1", "true", "yes"},
+            ws_init_timeout_seconds=get_float(
+                "PUNCHCARD_WS_INIT_TIMEOUT_SECONDS", default.ws_init_timeout_seconds
+            ),
+            ws_keepalive_seconds=get_float(
+                "PUNCHCARD_WS_KEEPALIVE_SECONDS", default.ws_keepalive_seconds
+            ),
+            ws_max_operations=get_int("PUNCHCARD_WS_MAX_OPERATIONS", default.ws_max_operations),
+            debug_stats=env.get("PUNCHCARD_DEBUG_STATS", "0") in {"1", "true", "yes"},
+            ws_direct_writes=env.get("PUNCHCARD_WS_DIRECT_WRITES", "1") not in {"0", "false", "no"},
+            live_writer_threads=get_int(
+                "PUNCHCARD_LIVE_WRITER_THREADS", default.live_writer_threads
             ),
         )
 

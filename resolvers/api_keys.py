@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import strawberry
 
-from db import trainers
+from db import checks, trainers
 from db.errors import Code, DomainError, bad_input, not_found
 from gql.auth import Principal, new_api_key_secret
 from gql.context import Info
@@ -36,9 +36,9 @@ class Mutation:
         self, info: Info, name: str, scopes: list[ApiKeyScope] | None = None
     ) -> CreatedApiKey:
         principal = _signed_in_trainer(info)
-        name = name.strip()
-        if not 1 <= len(name) <= 100:
-            raise bad_input("name must be 1 to 100 characters")
+        name = checks.text("name", name.strip(), min_length=1, max_length=100)
+        if scopes is not None and not scopes:
+            raise bad_input("scopes must name at least one of READ, WRITE")
         chosen = sorted({s.value for s in scopes}) if scopes else ["READ", "WRITE"]
         secret = new_api_key_secret()
         row = await trainers.create_api_key(

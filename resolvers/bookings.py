@@ -10,7 +10,7 @@ import strawberry
 from db import bookings
 from db.idempotency import check_key, fingerprint
 from gql.context import Info
-from gql.ids import Kind, decode
+from gql.ids import Kind, decode, lookup
 from gql.types import Booking, BookingStatus
 
 MAX_CALENDAR = 2000
@@ -47,7 +47,9 @@ class Query:
 
     @strawberry.field
     async def booking(self, info: Info, id: strawberry.ID) -> Booking | None:
-        row = await info.context.loaders.booking.load(decode(Kind.BOOKING, id))
+        loader = info.context.loaders.booking
+        row_id = lookup(Kind.BOOKING, id)
+        row = await loader.load(row_id) if row_id is not None else None
         return Booking.from_row(row) if row is not None else None
 
 
@@ -89,7 +91,9 @@ class Mutation:
             info.context.pool,
             trainer_id=writer.trainer_id,
             client_id=decode(Kind.CLIENT, input.client_id),
-            purchase_id=decode(Kind.PURCHASE, input.purchase_id) if input.purchase_id else None,
+            purchase_id=(
+                None if input.purchase_id is None else decode(Kind.PURCHASE, input.purchase_id)
+            ),
             auto_assign=bool(input.auto_assign_package),
             starts_at=input.starts_at,
             ends_at=input.ends_at,

@@ -7,7 +7,7 @@ import strawberry
 from db import clients, trainers
 from db.errors import bad_input
 from gql.context import Info
-from gql.ids import Kind, decode
+from gql.ids import Kind, lookup
 from gql.timezones import check_timezone
 from gql.types import Client, ClientConnection, PageInfo, Trainer
 
@@ -22,6 +22,16 @@ class CreateClientInput:
     timezone: str | None = None
 
 
+def _cursor(after: str | None) -> int | None:
+    """A ``clients`` cursor is the last client's id; any other id is a malformed cursor."""
+    if not after:
+        return None
+    row_id = lookup(Kind.CLIENT, after)
+    if row_id is None:
+        raise bad_input("malformed cursor")
+    return row_id
+
+
 @strawberry.type
 class Query:
     @strawberry.field
@@ -32,7 +42,9 @@ class Query:
 
     @strawberry.field
     async def client(self, info: Info, id: strawberry.ID) -> Client | None:
-        row = await info.context.loaders.client.load(decode(Kind.CLIENT, id))
+        loader = info.context.loaders.client
+        row_id = lookup(Kind.CLIENT, id)
+        row = await loader.load(row_id) if row_id is not None else None
         return Client.from_row(row) if row is not None else None
 
     @strawberry.field(description="Clients by name; `search` matches name or email.")
@@ -49,7 +61,7 @@ class Query:
             info.context.pool,
             trainer_id=info.context.trainer_id,
             text=search,
-            after=decode(Kind.CLIENT, after) if after else None,
+            after=_cursor(after),
             limit=first + 1,
         )
         nodes = [Client.from_row(row) for row in rows[:first]]

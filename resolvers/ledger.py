@@ -7,7 +7,7 @@ import strawberry
 from db import purchases
 from db.errors import bad_input
 from gql.context import Info
-from gql.ids import Kind, decode
+from gql.ids import Kind, lookup
 from gql.types import LedgerConnection, LedgerEntry, PageInfo
 
 MAX_PAGE = 500
@@ -16,7 +16,7 @@ MAX_PAGE = 500
 def parse_cursor(after: str | None) -> int:
     if after is None:
         return 0
-    if not after.isdigit() or len(after) > 18:
+    if not (after.isascii() and after.isdigit()) or len(after) > 18:
         raise bad_input("malformed cursor")
     return int(after)
 
@@ -24,15 +24,21 @@ def parse_cursor(after: str | None) -> int:
 async def ledger_connection(
     info: Info, *, purchase_id: int | None, first: int, after: str | None
 ) -> LedgerConnection:
+    """A page of one purchase's ledger (batched with its siblings through a DataLoader),
+    or of the trainer's whole ledger when ``purchase_id`` is None."""
     if not 1 <= first <= MAX_PAGE:
         raise bad_input(f"first must be between 1 and {MAX_PAGE}")
-    rows = await purchases.ledger_page(
-        info.context.pool,
-        trainer_id=info.context.trainer_id,
-        purchase_id=purchase_id,
-        after=parse_cursor(after),
-        limit=first + 1,
-    )
+    cursor = parse_cursor(after)
+    if purchase_id is None:
+        rows = await purchases.ledger_page(
+            info.context.pool,
+            trainer_id=info.context.trainer_id,
+            purchase_id=None,
+            after=cursor,
+            limit=first + 1,
+        )
+    else:
+        rows = await info.context.loaders.ledger_page.load((purchase_id, cursor, first + 1))
     nodes = [LedgerEntry.from_row(row) for row in rows[:first]]
     return LedgerConnection(
         nodes=nodes,
@@ -52,5 +58,8 @@ class Query:
         first: int = 50,
         after: str | None = None,
     ) -> LedgerConnection:
-        pid = decode(Kind.PURCHASE, purchase_id) if purchase_id is not None else None
+        pid = None
+        if purchase_id is not None:
+            # An id of another kind names no purchase: an empty ledger (row ids start at 1).
+            pid = lookup(Kind.PURCHASE, purchase_id) or 0
         return await ledger_connection(info, purchase_id=pid, first=first, after=after)

@@ -9,7 +9,7 @@ import strawberry
 from db import purchases
 from db.idempotency import check_key, fingerprint
 from gql.context import Info
-from gql.ids import Kind, decode
+from gql.ids import Kind, decode, lookup
 from gql.types import Purchase
 
 
@@ -25,7 +25,9 @@ class SellPackageInput:
 class Query:
     @strawberry.field
     async def purchase(self, info: Info, id: strawberry.ID) -> Purchase | None:
-        row = await info.context.loaders.purchase.load(decode(Kind.PURCHASE, id))
+        loader = info.context.loaders.purchase
+        row_id = lookup(Kind.PURCHASE, id)
+        row = await loader.load(row_id) if row_id is not None else None
         return Purchase.from_row(row) if row is not None else None
 
 
@@ -40,7 +42,7 @@ class Mutation:
             client_id=decode(Kind.CLIENT, input.client_id),
             sessions_total=input.sessions_total,
             expires_at=input.expires_at,
-            offer_id=decode(Kind.OFFER, input.offer_id) if input.offer_id else None,
+            offer_id=decode(Kind.OFFER, input.offer_id) if input.offer_id is not None else None,
         )
         return Purchase.from_row(row)
 

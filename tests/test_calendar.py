@@ -120,3 +120,44 @@ async def test_calendar_shows_only_the_window_in_order(
     assert starts == sorted(starts)
     assert all(MONTH <= s < MONTH + timedelta(days=31) for s in starts)
     assert len(bookings) == 2 * 31
+
+
+CLIENTS_WITH_LEDGERS = """
+{ clients(first: 100) { nodes { name purchases { id
+    ledger(first: 2) { nodes { revision sessionsUsedAfter } pageInfo { hasNextPage } } } } } }
+"""
+
+
+@pytest.mark.parametrize("clients", [2, 40])
+async def test_nested_ledgers_load_in_one_statement(
+    counted: tuple[httpx.AsyncClient, StatementLog],
+    settings: Settings,
+    db: asyncpg.Connection,
+    clients: int,
+) -> None:
+    http, log = counted
+    await seed_month(db, clients=clients, bookings_per_client=3)
+    await db.execute(  # three sessions used on every package, through the ledger
+        """
+        WITH used AS (
+            UPDATE purchases SET sessions_used = 3, revision = 3 RETURNING id, trainer_id
+        )
+        INSERT INTO session_ledger
+            (trainer_id, purchase_id, delta, sessions_used_after, revision, source, actor)
+        SELECT trainer_id, id, 1, n, n, 'MANUAL', 'test' FROM used, generate_series(1, 3) AS n
+        """
+    )
+    headers = {"Authorization": f"Bearer {issue_token(settings, 'trainer-a')}"}
+    await http.post("/graphql", json={"query": CLIENTS_WITH_LEDGERS}, headers=headers)
+    log.statements.clear()
+    body = (
+        await http.post("/graphql", json={"query": CLIENTS_WITH_LEDGERS}, headers=headers)
+    ).json()
+    nodes = body["data"]["clients"]["nodes"]
+    assert len(nodes) == clients
+    for node in nodes:
+        (purchase,) = node["purchases"]
+        assert [e["revision"] for e in purchase["ledger"]["nodes"]] == [1, 2]
+        assert purchase["ledger"]["pageInfo"]["hasNextPage"] is True
+    # clients, purchases by client (batched), ledger pages (batched)
+    assert len(log.statements) == 3, log.statements

@@ -1,0 +1,97 @@
+"""The process's one LISTEN connection: dedicated (not from the pool, which resets and
+recycles its connections), reconnected with backoff whenever it is lost.
+
+A notification is only a wake-up (``on_notify(payload)``). After every (re)connect,
+LISTEN is issued first and ``on_listen()`` second: the hub then re-reads everything its
+subscribers may have missed, and whatever commits later arrives as a notification, so
+a dropped connection or a restarted PostgreSQL loses nothing. A periodic ``SELECT 1``
+finds connections that died without a word (a half-open TCP connection).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import asyncpg
+
+log = logging.getLogger(__name__)
+
+MAX_BACKOFF_SECONDS = 5.0
+
+
+def _setter(event: asyncio.Event) -> Callable[[Any], None]:
+    return lambda _conn: event.set()
+
+
+class Listener:
+    def __init__(
+        self,
+        dsn: str,
+        channel: str,
+        on_notify: Callable[[str], None],
+        on_listen: Callable[[], None],
+        *,
+        health_seconds: float = 5.0,
+    ) -> None:
+        self._dsn = dsn
+        self._channel = channel
+        self._on_notify = on_notify
+        self._on_listen = on_listen
+        self._health_seconds = health_seconds
+        self._task: asyncio.Task[None] | None = None
+        self.connected = False
+        self.connects = 0
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="live-listener")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    def stats(self) -> dict[str, Any]:
+        return {"listener_connected": self.connected, "listener_connects": self.connects}
+
+    def _notified(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
+        self._on_notify(payload)
+
+    async def _run(self) -> None:
+        delay = 0.1
+        while True:
+            conn: asyncpg.Connection | None = None
+            try:
+                conn = await asyncpg.connect(self._dsn, timeout=10)
+                lost = asyncio.Event()
+                conn.add_termination_listener(_setter(lost))
+                await conn.add_listener(self._channel, self._notified)
+                self.connected = True
+                self.connects += 1
+                delay = 0.1
+                self._on_listen()
+                await self._watch(conn, lost)
+                log.warning("LISTEN connection lost; reconnecting")
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:
+                log.warning("LISTEN connection failed (%r); retrying in %.1fs", error, delay)
+            finally:
+                self.connected = False
+                if conn is not None:
+                    conn.terminate()
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, MAX_BACKOFF_SECONDS)
+
+    async def _watch(self, conn: asyncpg.Connection, lost: asyncio.Event) -> None:
+        """Return when the connection is gone (closed, or not answering a health check)."""
+        while not lost.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(lost.wait(), self._health_seconds)
+                return
+            await asyncio.wait_for(conn.fetchval("SELECT 1"), self._health_seconds)

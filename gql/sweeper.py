@@ -1,0 +1,288 @@
+"""``punchcard sweep``: complete past bookings and send due reminders, in batches.
+
+Modelled on procrastinate's worker. A pass runs batches until one comes back short:
+first the completions (``db.bookings.sweep_batch``: one statement claims a batch with
+``FOR UPDATE SKIP LOCKED`` and moves it to COMPLETED, one more charges the packages,
+writes the ledger and notifies, all in one transaction: rule 3, the same ``SETTLE``
+as ``completeBooking``), then the reminders (``db.reminders``: claim, send, mark).
+Between passes the sweeper waits for the first of: a NOTIFY on the change channel
+(a booking was created or moved, possibly already due), the poll interval, or a stop
+signal. It listens on a dedicated connection (not from the pool) and ignores its own
+notifications and package-only changes, which never make a booking due.
+
+SIGTERM / SIGINT only set the stop event: the batch in flight (one transaction, or one
+round of reminder sends and their marks) always finishes, then the process exits 0.
+A lost database connection is re-established after a pause; the next pass re-reads
+everything, so nothing a missed notification announced is lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from db import bookings, reminders
+from db.notify import CHANNEL
+from gql.reminders import Reminder, Sender, SendFailed, sender_from_settings
+from gql.settings import Settings
+
+log = logging.getLogger("punchcard.sweeper")
+
+SIGNALS = (signal.SIGTERM, signal.SIGINT)
+RETRY_SECONDS = 5.0  # pause after a lost connection or an error (at most the poll interval)
+SEND_CONCURRENCY = 8  # reminders sent at once within a batch
+
+
+class ListenerLost(ConnectionError):
+    """The LISTEN connection closed: reconnect and re-read."""
+
+
+CONNECTION_ERRORS = (
+    OSError,  # includes ListenerLost
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.OperatorInterventionError,  # admin shutdown, server restarting
+)
+
+
+@dataclass(slots=True)
+class Totals:
+    completed: int = 0
+    charged: int = 0
+    unpaid: int = 0
+    reminded: int = 0
+    failed: int = 0
+
+
+class Sweeper:
+    def __init__(self, settings: Settings, sender: Sender, *, now: datetime | None = None) -> None:
+        assert settings.database_url, "DATABASE_URL is resolved before the sweeper starts"
+        self.url = settings.database_url
+        self.settings = settings
+        self.sender = sender
+        self.now = now  # None: the database's clock; set: a fixed moment (--now, tests)
+        self.totals = Totals()
+        self._stop = asyncio.Event()
+        self._wake = asyncio.Event()
+        self._own_pids: set[int] = set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def stop(self, reason: str = "stop requested") -> None:
+        """Finish the batch in flight, then return from ``run`` (signal-handler safe)."""
+        if not self._stop.is_set():
+            log.info("%s: finishing the current batch, then stopping", reason)
+        self._stop.set()
+        self._wake.set()
+
+    async def run(self, *, once: bool = False) -> None:
+        """Sweep until stopped (or, with ``once``, one pass)."""
+        while True:
+            try:
+                await self._run_connected(once=once)
+                return
+            except CONNECTION_ERRORS as error:
+                if once:
+                    raise
+                log.warning("database connection lost (%s); reconnecting", error)
+            except Exception:
+                if once:
+                    raise
+                log.exception("sweeper error; retrying")
+            if self.stopping:
+                return
+            self._wake.clear()  # a wake-up from the lost connection is no reason to hurry
+            await self._sleep(min(RETRY_SECONDS, self.settings.sweep_poll_seconds))
+            if self.stopping:
+                return
+
+    async def _run_connected(self, *, once: bool) -> None:
+        self._own_pids.clear()
+        async with contextlib.AsyncExitStack() as stack:
+            listener: asyncpg.Connection = await asyncpg.connect(self.url)
+            stack.push_async_callback(_close, listener)
+            pool: asyncpg.Pool = await asyncpg.create_pool(
+                self.url,
+                min_size=1,
+                max_size=1,
+                statement_cache_size=self.settings.statement_cache_size,
+                init=self._register,
+            )
+            stack.push_async_callback(pool.close)
+            listener.add_termination_listener(lambda _conn: self._wake.set())
+            await listener.add_listener(CHANNEL, self._on_notify)
+            first = True
+            while True:
+                self._wake.clear()
+                await self.sweep_pass(pool)
+                if once or self.stopping:
+                    return
+                if first:
+                    log.info(
+                        "waiting for work (LISTEN %s, poll every %gs)",
+                        CHANNEL,
+                        self.settings.sweep_poll_seconds,
+                    )
+                    first = False
+                await self._sleep(self.settings.sweep_poll_seconds)
+                if listener.is_closed():
+                    raise ListenerLost("LISTEN connection closed")
+
+    async def _register(self, conn: asyncpg.Connection) -> None:
+        self._own_pids.add(conn.get_server_pid())
+
+    def _on_notify(self, conn: Any, pid: int, channel: str, payload: str) -> None:
+        if pid in self._own_pids or _kind(payload) == "purchase":
+            return
+        self._wake.set()
+
+    async def _sleep(self, seconds: float) -> None:
+        """Wait for the first of: a notification, ``seconds``, a stop request."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), seconds)
+
+    async def sweep_pass(self, pool: asyncpg.Pool) -> None:
+        """Complete, then remind, in batches until a batch comes back short.
+
+        A reminder batch is short when it found fewer candidates than it asked for (some
+        of them may have gone to another sweeper a moment earlier: that is not short).
+        """
+        while not self.stopping:
+            if await self.complete_batch(pool) < self.settings.sweep_batch_size:
+                break
+        while not self.stopping:
+            if await self.remind_batch(pool) < self.settings.reminder_batch_size:
+                break
+
+    async def complete_batch(self, pool: asyncpg.Pool) -> int:
+        rows = await bookings.sweep_batch(
+            pool,
+            grace_minutes=self.settings.sweep_grace_minutes,
+            batch_size=self.settings.sweep_batch_size,
+            now=self.now,
+        )
+        if rows:
+            charged = sum(1 for row in rows if row["charged"])
+            unpaid = sum(1 for row in rows if row["unpaid"])
+            self.totals.completed += len(rows)
+            self.totals.charged += charged
+            self.totals.unpaid += unpaid
+            log.info(
+                "completed %d bookings: %d charged, %d unpaid, %d without a package",
+                len(rows),
+                charged,
+                unpaid,
+                len(rows) - charged - unpaid,
+            )
+        return len(rows)
+
+    async def remind_batch(self, pool: asyncpg.Pool) -> int:
+        """Claim a batch of due reminders, send them, mark each sent or failed; returns
+        the number of candidates the claim found."""
+        rows, candidates = await reminders.claim(
+            pool,
+            limit=self.settings.reminder_batch_size,
+            lease_seconds=self.settings.reminder_lease_seconds,
+            now=self.now,
+        )
+        if not rows:
+            return candidates
+        limit = asyncio.Semaphore(SEND_CONCURRENCY)
+
+        async def attempt(reminder: Reminder) -> str | None:
+            async with limit:
+                try:
+                    await self.sender.send(reminder)
+                except SendFailed as error:
+                    return str(error)
+                except Exception as error:  # a sender bug must not lose the batch's marks
+                    log.exception("reminder %s: sender error", reminder.id)
+                    return f"{type(error).__name__}: {error}"
+                return None
+
+        batch = [Reminder.from_row(row) for row in rows]
+        errors = await asyncio.gather(*(attempt(reminder) for reminder in batch))
+        outcomes = list(zip(batch, errors, strict=True))
+        sent = [r.booking_id for r, error in outcomes if error is None]
+        failed = [(r.booking_id, error) for r, error in outcomes if error is not None]
+        await reminders.mark_sent(pool, sent)
+        await reminders.mark_failed(
+            pool, failed, retry_seconds=self.settings.reminder_retry_seconds, now=self.now
+        )
+        self.totals.reminded += len(sent)
+        self.totals.failed += len(failed)
+        log.info("sent %d reminders, %d failed (retried with backoff)", len(sent), len(failed))
+        return candidates
+
+
+def _kind(payload: str) -> object:
+    try:
+        message = json.loads(payload)
+    except ValueError:
+        return None
+    return message.get("k") if isinstance(message, dict) else None
+
+
+async def _close(conn: asyncpg.Connection) -> None:
+    try:
+        await asyncio.wait_for(conn.close(), 5)
+    except Exception:
+        conn.terminate()
+
+
+async def sweep(settings: Settings, *, once: bool = False, now: datetime | None = None) -> Totals:
+    """Run a sweeper in this event loop until SIGTERM/SIGINT (or one pass with ``once``)."""
+    sender = sender_from_settings(settings)
+    sweeper = Sweeper(settings, sender, now=now)
+    loop = asyncio.get_running_loop()
+    for sig in SIGNALS:
+        loop.add_signal_handler(sig, sweeper.stop, signal.Signals(sig).name)
+    log.info(
+        "sweeper started (%s; batch %d, grace %d min, poll %gs)",
+        "one pass" if once else "until stopped",
+        settings.sweep_batch_size,
+        settings.sweep_grace_minutes,
+        settings.sweep_poll_seconds,
+    )
+    try:
+        await sweeper.run(once=once)
+    finally:
+        for sig in SIGNALS:
+            loop.remove_signal_handler(sig)
+        await sender.aclose()
+    totals = sweeper.totals
+    log.info(
+        "sweeper stopped: %d bookings completed (%d charged, %d unpaid), %d reminders sent",
+        totals.completed,
+        totals.charged,
+        totals.unpaid,
+        totals.reminded,
+    )
+    return totals
+
+
+def main(settings: Settings, *, once: bool = False, now: datetime | None = None) -> int:
+    """``punchcard sweep``: exit 0 after a pass (``once``) or a stop signal."""
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line per webhook call
+    previous: dict[signal.Signals, Callable[[int, Any], Any] | int] = {}
+    for sig in SIGNALS:
+        handler = signal.getsignal(sig)
+        if handler is not None:
+            previous[sig] = handler
+    try:
+        asyncio.run(sweep(settings, once=once, now=now))
+    finally:
+        for sig, handler in previous.items():  # the CLI's exit-on-signal handlers
+            signal.signal(sig, handler)
+    return 0

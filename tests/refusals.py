@@ -1,0 +1,331 @@
+"""Shared by the refusal suites (bad input, auth, API keys, isolation): a database
+snapshot to prove a refused call changed nothing, a trainer's "world" of rows in every
+state, and tables of every operation with the arguments that name rows."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+
+from tests.conftest import Api
+from tests.helpers import (
+    CANCEL,
+    COMPLETE,
+    CREATE_BOOKING,
+    CREATE_CLIENT,
+    NO_SHOW,
+    PURCHASE_FIELDS,
+    RELEASE,
+    REOPEN,
+    USE,
+    at,
+    booking,
+    client,
+    iso,
+    package,
+)
+
+# --- "changes nothing": every row of every table, compared before and after ---------------
+
+# Every table but Alembic's (new tables are covered as they come). api_keys.last_used_at
+# is bookkeeping of a successful authentication, not a change.
+TABLES = """
+SELECT table_name FROM information_schema.tables
+ WHERE table_schema = 'public' AND table_type = 'BASE TABLE' AND table_name <> 'alembic_version'
+ ORDER BY table_name
+"""
+
+
+async def snapshot(db: asyncpg.Connection) -> dict[str, list[str]]:
+    """Every row (as JSON) of every table: counts, sessions_used, revision, statuses..."""
+    state: dict[str, list[str]] = {}
+    for (table,) in await db.fetch(TABLES):
+        rows = await db.fetch(
+            f"SELECT (to_jsonb(t) - 'last_used_at')::text AS r FROM {table} AS t ORDER BY r"
+        )
+        state[table] = [row["r"] for row in rows]
+    assert {"purchases", "session_ledger", "idempotency_keys"} <= state.keys()
+    return state
+
+
+@asynccontextmanager
+async def unchanged(db: asyncpg.Connection) -> AsyncIterator[None]:
+    """Asserts that the block changed no row of any table."""
+    before = await snapshot(db)
+    yield
+    after = await snapshot(db)
+    assert after == before
+
+
+async def refused(caller: Api, document: str, **variables: Any) -> str:
+    """The ``extensions.code`` of a refused call, which must have returned no data."""
+    body = await caller.post(document, **variables)
+    assert body.get("errors"), body
+    assert not any((body.get("data") or {}).values()), body
+    code: str = body["errors"][0]["extensions"]["code"]
+    return code
+
+
+async def invalid(caller: Api, document: str, **variables: Any) -> str:
+    """The first message of a request refused by parsing or validation (no resolver ran)."""
+    body = await caller.post(document, **variables)
+    assert body.get("data") is None, body
+    assert body["errors"], body
+    for error in body["errors"]:
+        assert "path" not in error, error
+    message: str = body["errors"][0]["message"]
+    return message
+
+
+# --- documents not in tests.helpers --------------------------------------------------------
+
+SELL_OFFER = f"""
+mutation($client: ID!, $total: Int!, $offer: ID) {{
+  sellPackage(input: {{clientId: $client, sessionsTotal: $total, offerId: $offer}}) {{
+    {PURCHASE_FIELDS}
+  }}
+}}"""
+CREATE_KEY = """
+mutation($name: String!, $scopes: [ApiKeyScope!]) {
+  createApiKey(name: $name, scopes: $scopes) { secret apiKey { id name prefix scopes } }
+}"""
+REVOKE_KEY = "mutation($id: ID!) { revokeApiKey(id: $id) { id revokedAt } }"
+CREATE_OFFER = """
+mutation($name: String!, $total: Int!, $days: Int, $price: Int) {
+  createOffer(input: {name: $name, sessionsTotal: $total, validDays: $days, priceCents: $price}) {
+    id name sessionsTotal validDays priceCents
+  }
+}"""
+OFFERS = "{ offers { id name } }"
+API_KEYS = "{ apiKeys { id name prefix scopes revokedAt lastUsedAt } }"
+ME = "{ me { id name email } }"
+CLIENT = "query($id: ID!) { client(id: $id) { id name purchases { id } } }"
+CLIENTS = """
+query($search: String, $first: Int, $after: String) {
+  clients(search: $search, first: $first, after: $after) {
+    nodes { id name } pageInfo { hasNextPage endCursor }
+  }
+}"""
+PURCHASE = """
+query($id: ID!) {
+  purchase(id: $id) {
+    id sessionsUsed revision client { id } offer { id } ledger { nodes { id } }
+  }
+}"""
+BOOKING = "query($id: ID!) { booking(id: $id) { id status client { id } purchase { id } } }"
+BOOKINGS = """
+query($from: DateTime!, $to: DateTime!) {
+  bookings(from: $from, to: $to) { id client { id } purchase { id } }
+}"""
+LEDGER = """
+query($purchase: ID, $first: Int, $after: String) {
+  ledger(purchaseId: $purchase, first: $first, after: $after) {
+    nodes { id cursor source actor purchase { id } booking { id } }
+    pageInfo { hasNextPage endCursor }
+  }
+}"""
+
+
+# --- a trainer's rows, in every state the refusals need ------------------------------------
+
+
+@dataclass(frozen=True)
+class World:
+    trainer: str  # trn_...
+    client: str  # with all the packages and bookings below
+    other_client: str  # same trainer, no packages
+    purchase: str  # sold from `offer`: 5 sessions, 1 used (key `use_key`), 1 charged booking
+    untouched: str  # 2 sessions, none used
+    used_up: str  # 1 session, used
+    expired: str  # expired yesterday, none used
+    offer: str
+    confirmed: str  # booking on `purchase`
+    completed: str  # charged to `purchase` (idempotency key `complete_key`)
+    cancelled: str
+    api_key: str
+    secret: str  # the API key's secret (READ + WRITE)
+    use_key: str
+    complete_key: str
+
+
+async def build_world(api: Api, name: str = "Ada") -> World:
+    trainer = (await api.data(ME))["me"]["id"]
+    cid = await client(api, name)
+    other_client = await client(api, f"{name} Junior")
+    offer = await api.data(CREATE_OFFER, name=f"{name}'s ten pack", total=10, days=90)
+    sold = (await api.data(SELL_OFFER, client=cid, total=5, offer=offer["createOffer"]["id"]))[
+        "sellPackage"
+    ]
+    use_key, complete_key = f"use-{name}", f"complete-{name}"
+    await api.data(USE, id=sold["id"], key=use_key)
+    untouched = await package(api, cid, total=2)
+    used_up = await package(api, cid, total=1)
+    await api.data(USE, id=used_up["id"])
+    expired = await package(api, cid, total=3, expires=at(days=-1))
+    confirmed = await booking(api, cid, sold["id"], start=at(days=2))
+    completed = await booking(api, cid, sold["id"])
+    await api.data(COMPLETE, id=completed["id"], key=complete_key)
+    cancelled = await booking(api, cid, sold["id"], start=at(days=3))
+    await api.data(CANCEL, id=cancelled["id"])
+    created = (await api.data(CREATE_KEY, name=f"{name}'s widget"))["createApiKey"]
+    return World(
+        trainer=trainer,
+        client=cid,
+        other_client=other_client,
+        purchase=sold["id"],
+        untouched=untouched["id"],
+        used_up=used_up["id"],
+        expired=expired["id"],
+        offer=offer["createOffer"]["id"],
+        confirmed=confirmed["id"],
+        completed=completed["id"],
+        cancelled=cancelled["id"],
+        api_key=created["apiKey"]["id"],
+        secret=created["secret"],
+        use_key=use_key,
+        complete_key=complete_key,
+    )
+
+
+# A new booking's times (bookings may be anywhere in time).
+WINDOW = {"start": "2030-01-07T10:00:00+00:00", "end": "2030-01-07T11:00:00+00:00"}
+
+
+# --- every mutation and query, with arguments that work for the world's owner ---------------
+
+Variables = Callable[[World], dict[str, Any]]
+
+MUTATIONS: dict[str, tuple[str, Variables]] = {
+    "createClient": (CREATE_CLIENT, lambda w: {"name": "Zed"}),
+    "createOffer": (CREATE_OFFER, lambda w: {"name": "Five pack", "total": 5}),
+    "sellPackage": (SELL_OFFER, lambda w: {"client": w.client, "total": 5, "offer": w.offer}),
+    "useSession": (USE, lambda w: {"id": w.purchase}),
+    "releaseSession": (RELEASE, lambda w: {"id": w.purchase}),
+    "createBooking": (
+        CREATE_BOOKING,
+        lambda w: {"client": w.client, "purchase": w.purchase, **WINDOW},
+    ),
+    "completeBooking": (COMPLETE, lambda w: {"id": w.confirmed}),
+    "markNoShow": (NO_SHOW, lambda w: {"id": w.confirmed}),
+    "cancelBooking": (CANCEL, lambda w: {"id": w.confirmed}),
+    "reopenBooking": (REOPEN, lambda w: {"id": w.completed}),
+    "createApiKey": (CREATE_KEY, lambda w: {"name": "zap"}),
+    "revokeApiKey": (REVOKE_KEY, lambda w: {"id": w.api_key}),
+}
+
+QUERIES: dict[str, tuple[str, Variables]] = {
+    "me": (ME, lambda w: {}),
+    "offers": (OFFERS, lambda w: {}),
+    "client": (CLIENT, lambda w: {"id": w.client}),
+    "clients": (CLIENTS, lambda w: {}),
+    "purchase": (PURCHASE, lambda w: {"id": w.purchase}),
+    "booking": (BOOKING, lambda w: {"id": w.confirmed}),
+    "bookings": (BOOKINGS, lambda w: {"from": iso(at(days=-30)), "to": iso(at(days=30))}),
+    "ledger": (LEDGER, lambda w: {}),
+    "apiKeys": (API_KEYS, lambda w: {}),
+}
+
+
+# --- every argument that names a row ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class IdSlot:
+    """One ID argument of one mutation: ``variables(world, value)`` fills the call with the
+    caller's own rows and ``value`` in this slot; ``valid(world)`` is a row it accepts."""
+
+    name: str
+    document: str
+    kind: str  # the id prefix this slot expects
+    valid: Callable[[World], str]
+    variables: Callable[[World, str], dict[str, Any]]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+ID_SLOTS = [
+    IdSlot(
+        "sellPackage.clientId", SELL_OFFER, "cli", lambda w: w.client,
+        lambda w, v: {"client": v, "total": 5},
+    ),
+    IdSlot(
+        "sellPackage.offerId", SELL_OFFER, "ofr", lambda w: w.offer,
+        lambda w, v: {"client": w.client, "total": 5, "offer": v},
+    ),
+    IdSlot("useSession.purchaseId", USE, "pur", lambda w: w.purchase, lambda w, v: {"id": v}),
+    IdSlot(
+        "releaseSession.purchaseId", RELEASE, "pur", lambda w: w.purchase,
+        lambda w, v: {"id": v},
+    ),
+    IdSlot(
+        "createBooking.clientId", CREATE_BOOKING, "cli", lambda w: w.client,
+        lambda w, v: {"client": v, **WINDOW},
+    ),
+    IdSlot(
+        "createBooking.purchaseId", CREATE_BOOKING, "pur", lambda w: w.purchase,
+        lambda w, v: {"client": w.client, "purchase": v, **WINDOW},
+    ),
+    IdSlot("completeBooking.id", COMPLETE, "bkg", lambda w: w.confirmed, lambda w, v: {"id": v}),
+    IdSlot("markNoShow.id", NO_SHOW, "bkg", lambda w: w.confirmed, lambda w, v: {"id": v}),
+    IdSlot("cancelBooking.id", CANCEL, "bkg", lambda w: w.confirmed, lambda w, v: {"id": v}),
+    IdSlot("reopenBooking.id", REOPEN, "bkg", lambda w: w.completed, lambda w, v: {"id": v}),
+    IdSlot("revokeApiKey.id", REVOKE_KEY, "key", lambda w: w.api_key, lambda w, v: {"id": v}),
+]  # fmt: skip
+
+
+@dataclass(frozen=True)
+class QuerySlot:
+    """The ID argument of a single-object query (or the ledger's filter): ``answer`` picks
+    what it found out of the data, falsy when "no such row" (null, no ledger rows)."""
+
+    name: str
+    document: str
+    variable: str
+    kind: str
+    valid: Callable[[World], str]
+    answer: Callable[[dict[str, Any]], Any]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+QUERY_SLOTS = [
+    QuerySlot("client", CLIENT, "id", "cli", lambda w: w.client, lambda d: d["client"]),
+    QuerySlot("purchase", PURCHASE, "id", "pur", lambda w: w.purchase, lambda d: d["purchase"]),
+    QuerySlot("booking", BOOKING, "id", "bkg", lambda w: w.confirmed, lambda d: d["booking"]),
+    QuerySlot(
+        "ledger.purchaseId", LEDGER, "purchase", "pur", lambda w: w.purchase,
+        lambda d: d["ledger"]["nodes"],
+    ),
+]  # fmt: skip
+
+OTHER_KIND = {"cli": "pur", "pur": "bkg", "bkg": "pur", "ofr": "cli", "key": "cli"}
+
+
+def of_other_kind(opaque: str) -> str:
+    """The same row number behind another kind's prefix: it names no row of this kind."""
+    kind, _, number = opaque.partition("_")
+    return f"{OTHER_KIND[kind]}_{number}"
+
+
+def malformed(kind: str) -> list[str]:
+    return [
+        "",
+        "42",
+        f"{kind}_",
+        f"{kind}_0",
+        f"{kind}_-1",
+        f"{kind}_01",
+        f"{kind.upper()}_1",
+        f" {kind}_1",
+        f"{kind}_1 ",
+        f"{kind}_1.0",
+        f"{kind}_1\x00",
+        f"{kind}_{'9' * 19}",
+        "x" * 5000,
+    ]
