@@ -104,17 +104,19 @@ class Subscriber:
         self.closed = False
         self.error: Exception | None = None
 
-    def send(self, payload: bytes, mark: Any, *, force: bool = False) -> None:
+    def send(self, payload: bytes, mark: Any, *, force: bool = False) -> bool:
+        """Hand the frame to the outbox; False when it was not (closed, or lagging)."""
         if self.closed or (self.lagging and not force):
-            return
+            return False
         outbox = self.outbox
         if not force and outbox.busy and not self.group.stream.latest_value:
             self.lagging = True
             self.group.hub.resync_later(self)
-            return
+            return False
         if not outbox.put(self, self.prefix + payload + b"}"):
             self.group.hub.conflated += 1
         self.mark = mark
+        return True
 
 
 class Group:
@@ -143,29 +145,27 @@ class Group:
         return encode(result)
 
     async def deliver(self, root: Any, mark: Any, exclude: frozenset[Subscriber]) -> None:
+        sent = 0
         if self.hub.naive:  # the baseline: what executing per subscriber costs
             for sub in list(self.subscribers):
                 if sub not in exclude:
-                    sub.send(await self.execute(root), mark)
-                    self.hub.frames += 1
-            return
-        payload = await self.execute(root)
-        self.hub.frames += len(self.subscribers) - len(exclude)
-        if len(self.subscribers) >= BATCH_MIN and self.hub.writer is not None:
-            self.deliver_batch(payload, mark, exclude)
-        elif exclude:
-            for sub in self.subscribers:
-                if sub not in exclude:
-                    sub.send(payload, mark)
+                    sent += sub.send(await self.execute(root), mark)
         else:
-            for sub in self.subscribers:
-                sub.send(payload, mark)
+            payload = await self.execute(root)
+            if len(self.subscribers) >= BATCH_MIN and self.hub.writer is not None:
+                sent = self.deliver_batch(payload, mark, exclude)
+            else:
+                for sub in self.subscribers:
+                    if sub not in exclude:
+                        sent += sub.send(payload, mark)
+        self.hub.frames += sent
 
-    def deliver_batch(self, payload: bytes, mark: Any, exclude: frozenset[Subscriber]) -> None:
+    def deliver_batch(self, payload: bytes, mark: Any, exclude: frozenset[Subscriber]) -> int:
         """The same frames, with the writes of every ready socket spread over threads."""
         assert self.hub.writer is not None
         batch = self.hub.writer.batch()
         tail = payload + b"}"
+        sent = 0
         for sub in self.subscribers:
             if sub.closed or sub.lagging or sub in exclude:
                 continue
@@ -173,9 +173,11 @@ class Group:
             if outbox.batchable:
                 batch.add(outbox, sub.prefix + tail)
                 sub.mark = mark
+                sent += 1
             else:
-                sub.send(payload, mark)
+                sent += sub.send(payload, mark)
         self.hub.batched += batch.write()
+        return sent
 
     async def apply(self, feed: Changes, since: float) -> None:
         """Deliver this group's news from a feed batch (read at ``feed.snapshot``)."""
@@ -218,7 +220,7 @@ class Group:
                 for root in roots:
                     payload = await self.execute(root)
                     for sub in subs:
-                        sub.send(payload, result.mark, force=True)
+                        self.hub.frames += sub.send(payload, result.mark, force=True)
             for sub in joiners:
                 if not sub.closed:
                     sub.mark = result.mark

@@ -103,7 +103,7 @@ def _raw_fd(protocol: Any) -> int | None:
 
 
 class Outbox:
-    __slots__ = ("_direct", "_drained", "_fd", "_send", "_task", "_waiting", "closed", "frames")
+    __slots__ = ("_direct", "_drained", "_fd", "_send", "_task", "_waiting", "closed")
 
     def __init__(self, send: Send, *, direct: bool = True) -> None:
         self._send = send
@@ -113,7 +113,6 @@ class Outbox:
         self._task: asyncio.Task[None] | None = None
         self._drained: asyncio.Event | None = None
         self.closed = False
-        self.frames = 0
 
     @property
     def busy(self) -> bool:
@@ -143,7 +142,6 @@ class Outbox:
             replaced = key in self._waiting
             self._waiting[key] = data
             return not replaced
-        self.frames += 1
         protocol = self._direct
         if (
             protocol is not None
@@ -171,7 +169,6 @@ class Outbox:
             while self._waiting and not self.closed:
                 key = next(iter(self._waiting))
                 data = self._waiting.pop(key)
-                self.frames += 1
                 await self._send({"type": "websocket.send", "text": data.decode()})
         except asyncio.CancelledError:
             raise
@@ -276,7 +273,6 @@ class Batch:
             self._data.append(frame)
         else:
             self._data[i] += frame
-        outbox.frames += 1
 
     def write(self) -> int:
         """Write everything queued (a short write's rest goes to the transport); returns

@@ -87,6 +87,25 @@ def credentials(payload: dict[str, Any] | None, header: str | None) -> str | Non
 class Connection:
     """One socket: its protocol state, operations and outbox."""
 
+    __slots__ = (
+        "_closer",
+        "_expiry",
+        "_receive",
+        "_scope",
+        "_send",
+        "acked",
+        "authenticator",
+        "closing",
+        "hub",
+        "init_received",
+        "legacy",
+        "outbox",
+        "principal",
+        "settings",
+        "subscribers",
+        "tasks",
+    )
+
     def __init__(self, scope: Scope, receive: Receive, send: Send, protocol: str) -> None:
         state = scope["app"].state
         self.hub: Hub = state.hub

@@ -15,7 +15,17 @@ from db import purchases as db_purchases
 from db.embedded import EmbeddedPostgres
 from db.migrate import upgrade
 from tests.helpers import CANCEL as CANCEL_BOOKING
-from tests.helpers import COMPLETE, CREATE_BOOKING, CREATE_CLIENT, RELEASE, SELL, USE, at, iso
+from tests.helpers import (
+    COMPLETE,
+    CREATE_BOOKING,
+    CREATE_CLIENT,
+    RELEASE,
+    SELL,
+    USE,
+    at,
+    iso,
+    row_id,
+)
 from tests.live import (
     BOOKINGS_CHANGED,
     CLIENT_UPDATED,
@@ -41,10 +51,6 @@ async def client_and_package(http: Http, total: int = 100) -> tuple[str, str]:
 async def purchase_update(sock: Socket, op_id: str = "p") -> dict[str, Any]:
     update: dict[str, Any] = (await sock.data(op_id))["purchaseUpdated"]
     return update
-
-
-def row_id(opaque: str) -> int:
-    return int(opaque.split("_", 1)[1])
 
 
 async def test_a_change_through_either_process_reaches_subscribers_on_both(

@@ -256,7 +256,7 @@ async def test_credentials_from_the_upgrade_headers_or_the_token_key(url: str) -
 
 
 async def test_the_socket_closes_when_its_token_expires(url: str) -> None:
-    short = token("protocol-expiry", ttl_seconds=2)
+    short = token("protocol-expiry", ttl_seconds=3)
     async with http_client(url, short) as http, socket(url, short) as sock:
         _, purchase = await package(http)
         await sock.subscribe("p", PURCHASE_UPDATED, id=purchase)
