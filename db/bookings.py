@@ -84,19 +84,10 @@ async def create_booking(
     return row
 
 
-# Move bookings whose status allows it, then lock their packages in id order (the
-# same order everywhere, so concurrent transitions and sweepers cannot deadlock).
-TRANSITION = """
-WITH moved AS (
-    UPDATE bookings AS b
-       SET status = $4,
-           late_cancel = $5,
-           completed_by = CASE WHEN $4 = ANY($7::text[]) THEN $6 END,
-           completed_at = CASE WHEN $4 = ANY($7::text[]) THEN now() END,
-           updated_at = now()
-     WHERE b.id = ANY($1::bigint[]) AND b.trainer_id = $2 AND b.status = ANY($3::text[])
-    RETURNING b.id, b.purchase_id
-), locked AS (
+# The tail of TRANSITION and CLAIM_DUE: lock the moved bookings' packages in id order
+# (the same order everywhere, so transitions and sweepers cannot deadlock) and return
+# the moved booking ids for SETTLE, which then runs on a fresh snapshot of those rows.
+_LOCK_MOVED_PACKAGES = """, locked AS (
     SELECT p.id FROM purchases AS p
      WHERE p.id IN (SELECT purchase_id FROM moved)
      ORDER BY p.id
@@ -106,9 +97,23 @@ SELECT coalesce(array_agg(m.id), '{}') AS ids, (SELECT count(*) FROM locked) AS 
   FROM moved AS m
 """
 
+# Move bookings whose status allows it, then lock their packages in id order (the
+# same order everywhere, so concurrent transitions and sweepers cannot deadlock).
+TRANSITION = f"""
+WITH moved AS (
+    UPDATE bookings AS b
+       SET status = $4,
+           late_cancel = $5,
+           completed_by = CASE WHEN $4 = ANY($7::text[]) THEN $6 END,
+           completed_at = CASE WHEN $4 = ANY($7::text[]) THEN now() END,
+           updated_at = now()
+     WHERE b.id = ANY($1::bigint[]) AND b.trainer_id = $2 AND b.status = ANY($3::text[])
+    RETURNING b.id, b.purchase_id
+){_LOCK_MOVED_PACKAGES}"""
+
 # Claim due bookings across all trainers, skipping rows another worker (or a tab's
 # transaction) holds; one statement per batch. $3 is the sweeper's clock (NULL: now()).
-CLAIM_DUE = """
+CLAIM_DUE = f"""
 WITH due AS (
     SELECT b.id FROM bookings AS b
      WHERE b.status = 'CONFIRMED'
@@ -123,15 +128,7 @@ WITH due AS (
       FROM due
      WHERE b.id = due.id AND b.status = 'CONFIRMED'
     RETURNING b.id, b.purchase_id
-), locked AS (
-    SELECT p.id FROM purchases AS p
-     WHERE p.id IN (SELECT purchase_id FROM moved)
-     ORDER BY p.id
-       FOR UPDATE
-)
-SELECT coalesce(array_agg(m.id), '{}') AS ids, (SELECT count(*) FROM locked) AS packages
-  FROM moved AS m
-"""
+){_LOCK_MOVED_PACKAGES}"""
 
 # Charge ($2 = +1) or refund ($2 = -1) the moved bookings $1 against their packages,
 # whose rows this transaction already holds. Bookings of one package are numbered so
