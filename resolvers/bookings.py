@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Annotated
 
 import strawberry
+from strawberry.types.nodes import SelectedField
 
 from db import bookings
 from db.idempotency import check_key, fingerprint
+from db.types import Row
 from gql.context import Info
 from gql.ids import Kind, decode, lookup
 from gql.types import Booking, BookingStatus
@@ -43,7 +47,7 @@ class Query:
             statuses=[s.value for s in status] if status else None,
             limit=MAX_CALENDAR,
         )
-        return [Booking.from_row(row) for row in rows]
+        return await with_related(info, rows)
 
     @strawberry.field
     async def booking(self, info: Info, id: strawberry.ID) -> Booking | None:
@@ -51,6 +55,41 @@ class Query:
         row_id = lookup(Kind.BOOKING, id)
         row = await loader.load(row_id) if row_id is not None else None
         return Booking.from_row(row) if row is not None else None
+
+
+async def with_related(info: Info, rows: Sequence[Row]) -> list[Booking]:
+    """Bookings with the clients and packages the query asks for loaded ahead, one
+    batched DataLoader call each, so the nested fields resolve without awaiting."""
+    wanted = _subfields(info)
+    loaders = info.context.loaders
+    no_rows: list[Row | None] = [None] * len(rows)
+    clients, purchases = await asyncio.gather(
+        loaders.client.load_many([r["client_id"] for r in rows])
+        if "client" in wanted
+        else _ready(no_rows),
+        loaders.purchase.load_many([r["purchase_id"] for r in rows if r["purchase_id"]])
+        if "purchase" in wanted
+        else _ready([]),
+    )
+    by_id = {p["id"]: p for p in purchases if p is not None}
+    return [
+        Booking.from_row(row, client_row=client, purchase_row=by_id.get(row["purchase_id"]))
+        for row, client in zip(rows, clients, strict=True)
+    ]
+
+
+def _subfields(info: Info) -> set[str]:
+    """Names selected under this field; a fragment could select anything: all."""
+    names: set[str] = set()
+    for selection in info.selected_fields[0].selections:
+        if not isinstance(selection, SelectedField):
+            return {"client", "purchase"}
+        names.add(selection.name)
+    return names
+
+
+async def _ready(value: list[Row | None]) -> list[Row | None]:
+    return value
 
 
 async def _move(
