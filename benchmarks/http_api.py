@@ -91,6 +91,15 @@ async def seed(url: str) -> tuple[list[int], int]:
         await conn.close()
 
 
+async def vacuum(url: str) -> None:
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute("VACUUM ANALYZE purchases, session_ledger")
+        await conn.execute("CHECKPOINT")
+    finally:
+        await conn.close()
+
+
 async def counters(url: str) -> tuple[int, int]:
     """(ledger rows, total sessions_used), read in one snapshot."""
     conn = await asyncpg.connect(url)
@@ -166,6 +175,9 @@ def main(seconds: int = 10) -> list[Row]:
         def measure(base: str, body: str, ids: list[int], auth: str = "") -> tuple[Load, str]:
             wrk(base, body_template=body, ids=ids, token=auth, seconds=2)  # warm-up
             time.sleep(0.5)  # the warm-up's requests in flight finish before counting
+            # Each run leaves tens of thousands of dead package rows: vacuum them first,
+            # so no run pays for its predecessor (autovacuum would, at random).
+            asyncio.run(vacuum(url))
             before = asyncio.run(counters(url))
             run = wrk(base, body_template=body, ids=ids, token=auth, seconds=seconds)
             return run, checked(url, run, before)
