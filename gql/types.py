@@ -154,9 +154,7 @@ class Purchase:
 
     @strawberry.field
     async def client(self, info: Info) -> Client:
-        row = await info.context.loaders.client.load(self.client_id)
-        assert row is not None  # same trainer, foreign key
-        return Client.from_row(row)
+        return await load_client(info, self.client_id)
 
     @strawberry.field(description="The offer it was sold from, if any.")
     async def offer(self, info: Info) -> Offer | None:
@@ -231,7 +229,7 @@ class Booking:
     def client(self, info: Info) -> Client | Awaitable[Client]:
         if self.client_row is not None:
             return Client.from_row(self.client_row)
-        return _load_client(info, self.client_id)
+        return load_client(info, self.client_id)
 
     @strawberry.field(graphql_type=Purchase | None)
     def purchase(self, info: Info) -> Purchase | Awaitable[Purchase | None] | None:
@@ -242,7 +240,8 @@ class Booking:
         return _load_purchase(info, self.purchase_id)
 
 
-async def _load_client(info: Info, client_id: int) -> Client:
+async def load_client(info: Info, client_id: int) -> Client:
+    """A client of the caller's, through the request's DataLoader."""
     row = await info.context.loaders.client.load(client_id)
     assert row is not None  # same trainer, foreign key
     return Client.from_row(row)

@@ -34,7 +34,7 @@ from db.types import Executor, Row
 from gql.context import Info
 from gql.ids import Kind, decode
 from gql.live import LiveSource, Sync
-from gql.types import Booking, Client, LedgerEntry, Purchase
+from gql.types import Booking, Client, LedgerEntry, Purchase, load_client
 
 MAX_RANGE = timedelta(days=366)
 NO_ROWS = 2**62  # a lower bound no transaction id reaches: "no ledger rows, please"
@@ -69,9 +69,7 @@ class ClientUpdate:
 
     @strawberry.field
     async def client(self, info: Info) -> Client:
-        row = await info.context.loaders.client.load(self.client_id)
-        assert row is not None  # the trainer's (checked when subscribing); never deleted
-        return Client.from_row(row)
+        return await load_client(info, self.client_id)  # the trainer's, checked on subscribe
 
 
 @strawberry.type(description="The calendar changed.")
