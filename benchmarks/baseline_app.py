@@ -17,9 +17,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from db.purchases import USE_SESSION
-from gql.app import create_pool
-from gql.settings import Settings
+from punchcard.db.purchases import USE_SESSION
+from punchcard.server.app import create_pool
+from punchcard.settings import Settings
 
 settings = Settings.from_env()
 TRAINER_ID = 1

@@ -22,8 +22,8 @@ from pathlib import Path
 
 import httpx
 
-from db.embedded import EmbeddedPostgres
-from db.migrate import upgrade
+from punchcard.db.embedded import EmbeddedPostgres
+from punchcard.db.migrate import upgrade
 
 ROOT = Path(__file__).resolve().parent.parent
 LUA = Path(__file__).with_name("wrk_post.lua")

@@ -27,9 +27,9 @@ import asyncpg
 import httpx
 
 from benchmarks.harness import Load, bin_path, free_port, fresh_database, serving, wrk
-from gql.app import create_app
-from gql.auth import issue_token
-from gql.settings import DEV_JWT_SECRET, Settings
+from punchcard.gql.auth import issue_token
+from punchcard.server.app import create_app
+from punchcard.settings import DEV_JWT_SECRET, Settings
 
 PACKAGES = 1000
 USE_BODY = (

@@ -50,9 +50,9 @@ import asyncpg
 import httpx
 
 from benchmarks.harness import bin_path, free_port, fresh_database, serving
-from db import purchases as db_purchases
-from gql.auth import issue_token
-from gql.settings import DEV_JWT_SECRET, Settings
+from punchcard.db import purchases as db_purchases
+from punchcard.gql.auth import issue_token
+from punchcard.settings import DEV_JWT_SECRET, Settings
 
 DOCUMENT = (
     "subscription($id: ID!) { purchaseUpdated(purchaseId: $id) { revision snapshot "

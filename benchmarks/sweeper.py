@@ -7,7 +7,7 @@ once into a template, and gives each contender its own copy of it:
 
 - naive: list the due bookings, then one transaction per booking through the same
   transition as ``completeBooking`` (``db.bookings.transition``: TRANSITION + SETTLE);
-- set-based: ``gql.sweeper.Sweeper.sweep_pass``, the real worker code (one claim
+- set-based: ``punchcard.sweeper.worker.Sweeper.sweep_pass``, the real worker code (one claim
   statement with ``FOR UPDATE SKIP LOCKED`` + one SETTLE per batch).
 
 After each it checks the outcome (nothing left CONFIRMED; the ledger sum equals the
@@ -32,12 +32,12 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # `python benchmarks/sweeper.py` from anywhere
     sys.path.insert(0, str(ROOT))
 
-from db import bookings  # noqa: E402
-from db.embedded import EmbeddedPostgres  # noqa: E402
-from db.migrate import upgrade  # noqa: E402
-from gql.reminders import LogSender  # noqa: E402
-from gql.settings import Settings  # noqa: E402
-from gql.sweeper import Sweeper  # noqa: E402
+from punchcard.db import bookings  # noqa: E402
+from punchcard.db.embedded import EmbeddedPostgres  # noqa: E402
+from punchcard.db.migrate import upgrade  # noqa: E402
+from punchcard.settings import Settings  # noqa: E402
+from punchcard.sweeper.senders import LogSender  # noqa: E402
+from punchcard.sweeper.worker import Sweeper  # noqa: E402
 
 PER_CLIENT = 10
 GRACE_MINUTES = 15

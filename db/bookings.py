@@ -9,17 +9,15 @@ sweeper claims due bookings with ``SKIP LOCKED`` and settles them the same way.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from datetime import datetime
 
 import asyncpg
 
-from db import checks
-from db.errors import Code, DomainError, bad_input, not_found
-from db.idempotency import replay
-from db.notify import CHANNEL
-from db.types import Executor, Row
+from punchcard.db import checks, idempotency
+from punchcard.db.errors import Code, DomainError, bad_input, not_found
+from punchcard.db.notify import BOOKING, BOOKINGS, PURCHASE, notify_sql
+from punchcard.db.types import Executor, Row
 
 BOOKING_COLUMNS = (
     "id, trainer_id, client_id, purchase_id, starts_at, ends_at, status, charged, unpaid, "
@@ -46,8 +44,7 @@ WITH owner AS (
      WHERE $3::bigint IS NULL OR package.id IS NOT NULL
     RETURNING {BOOKING_COLUMNS}
 ), notified AS (
-    SELECT pg_notify('{CHANNEL}', json_build_object(
-               't', b.trainer_id, 'k', 'booking', 'id', b.id)::text)
+    SELECT {notify_sql(trainer="b.trainer_id", kind=BOOKING, id="b.id")}
       FROM created AS b
 )
 SELECT b.*, (SELECT count(*) FROM owner) AS client_found
@@ -134,6 +131,15 @@ WITH due AS (
 # whose rows this transaction already holds. Bookings of one package are numbered so
 # each ledger row gets its own sessions_used_after and revision; a charge that would
 # overfill the package (or hits an expired or cancelled one) leaves the booking unpaid.
+# A counted package's notification names the newest ledger row this statement wrote.
+NOTIFY_COUNTED = notify_sql(
+    trainer="c.trainer_id",
+    kind=PURCHASE,
+    id="c.id",
+    r="c.revision",
+    l="(SELECT max(e.id) FROM entries AS e WHERE e.purchase_id = c.id)",
+)
+
 SETTLE = f"""
 WITH candidates AS (
     SELECT b.id, b.trainer_id, b.purchase_id,
@@ -173,13 +179,10 @@ WITH candidates AS (
      WHERE b.id = ANY($1::bigint[])
     RETURNING b.{BOOKING_COLUMNS.replace(", ", ", b.")}
 ), notified AS (
-    SELECT pg_notify('{CHANNEL}', json_build_object(
-               't', c.trainer_id, 'k', 'purchase', 'id', c.id, 'r', c.revision,
-               'l', (SELECT max(e.id) FROM entries AS e WHERE e.purchase_id = c.id))::text)
+    SELECT {NOTIFY_COUNTED}
       FROM counted AS c
     UNION ALL
-    SELECT pg_notify('{CHANNEL}', json_build_object(
-               't', f.trainer_id, 'k', 'bookings', 'n', count(*))::text)
+    SELECT {notify_sql(trainer="f.trainer_id", kind=BOOKINGS, n="count(*)")}
       FROM flagged AS f
      GROUP BY f.trainer_id
 )
@@ -187,15 +190,6 @@ SELECT f.* FROM flagged AS f WHERE (SELECT count(*) FROM notified) >= 0 ORDER BY
 """
 
 BY_ID = f"SELECT {BOOKING_COLUMNS} FROM bookings WHERE id = $1 AND trainer_id = $2"
-
-KEY_CLAIM = """
-INSERT INTO idempotency_keys (trainer_id, key, request, result) VALUES ($1, $2, $3, '{}')
-ON CONFLICT DO NOTHING RETURNING true
-"""
-KEY_LOOKUP = "SELECT request, result FROM idempotency_keys WHERE trainer_id = $1 AND key = $2"
-KEY_STORE = (
-    "UPDATE idempotency_keys SET result = to_jsonb($3::json) WHERE trainer_id = $1 AND key = $2"
-)
 
 
 def charges(status: str, late_cancel: bool) -> bool:
@@ -263,12 +257,14 @@ async def transition(
 ) -> Row:
     """Move one booking and settle its package in one transaction."""
     async with pool.acquire() as conn, conn.transaction():
-        if key is not None:
-            claimed = await conn.fetchval(KEY_CLAIM, trainer_id, key, request)
-            if not claimed:
-                first = replay(await conn.fetchrow(KEY_LOOKUP, trainer_id, key), request)
-                assert first is not None
-                return first
+        if key is not None and not await idempotency.claim(
+            conn, trainer_id=trainer_id, key=key, request=request
+        ):
+            first = await idempotency.first_result(
+                conn, trainer_id=trainer_id, key=key, request=request
+            )
+            assert first is not None
+            return first
         row = await _transition(
             conn,
             trainer_id=trainer_id,
@@ -280,14 +276,8 @@ async def transition(
             actor=actor,
         )
         if key is not None:
-            await conn.execute(KEY_STORE, trainer_id, key, _json(row))
+            await idempotency.store(conn, trainer_id=trainer_id, key=key, result=row)
         return row
-
-
-def _json(row: Row) -> str:
-    return json.dumps(
-        {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in dict(row).items()}
-    )
 
 
 async def sweep_batch(

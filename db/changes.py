@@ -25,7 +25,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from db.types import Executor, Row
+from punchcard.db.types import Executor, Row
 
 MAX_BOOKINGS = 2000
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from db.errors import bad_input
+from punchcard.db.errors import bad_input
 
 
 def text(label: str, value: str, *, max_length: int, min_length: int = 0) -> str:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from db import checks
-from db.errors import bad_input
-from db.types import Executor, Row
+from punchcard.db import checks
+from punchcard.db.errors import bad_input
+from punchcard.db.types import Executor, Row
 
 CLIENT_COLUMNS = "id, trainer_id, name, email, phone, timezone, created_at"
 MAX_SEARCH = 320

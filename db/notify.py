@@ -1,8 +1,52 @@
-"""The one NOTIFY channel. A notification is only a wake-up: listeners re-read the rows.
+"""The change channel's NOTIFY payload: written (as SQL) and parsed here, nowhere else.
 
-Payloads are tiny JSON objects, far below NOTIFY's 8000-byte limit:
-``{"t": trainer_id, "k": kind, "id": row id, "r": revision, "l": ledger id}``.
-The live-update hub (gql/hub.py) reads only ``t``: whose rows to re-read.
+A notification is only a wake-up: listeners re-read the rows. Payloads are tiny JSON
+objects, far below NOTIFY's 8000-byte limit::
+
+    {"t": trainer id, "k": kind, "id": row id, "r": revision, "l": ledger id, "n": rows}
+
+``k`` is ``purchase`` (a package's count or revision changed), ``booking`` (one booking
+was created) or ``bookings`` (``n`` bookings of the trainer moved). The live-update hub
+reads ``t`` (whose rows to re-read), the sweeper ``k`` (package-only changes never make
+a booking due).
 """
 
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
 CHANNEL = "punchcard_changes"
+
+PURCHASE = "purchase"
+BOOKING = "booking"
+BOOKINGS = "bookings"
+
+
+def notify_sql(*, trainer: str, kind: str, **fields: str) -> str:
+    """The ``pg_notify(...)`` call for a SQL statement: ``trainer`` and ``fields`` are SQL
+    expressions, ``kind`` one of the kinds above. Field names: ``id``, ``r``, ``l``, ``n``."""
+    assert kind in {PURCHASE, BOOKING, BOOKINGS}
+    assert set(fields) <= {"id", "r", "l", "n"}
+    pairs = "".join(f", '{name}', {expression}" for name, expression in fields.items())
+    return f"pg_notify('{CHANNEL}', json_build_object('t', {trainer}, 'k', '{kind}'{pairs})::text)"
+
+
+@dataclass(frozen=True, slots=True)
+class Notice:
+    """A parsed payload; ``trainer_id`` is None when the payload is not one of ours."""
+
+    trainer_id: int | None
+    kind: str | None
+
+    @classmethod
+    def parse(cls, payload: str) -> Notice:
+        try:
+            message = json.loads(payload)
+            trainer = message["t"]
+            kind = message.get("k")
+        except (ValueError, KeyError, TypeError, AttributeError):
+            return cls(None, None)
+        if not isinstance(trainer, int) or isinstance(trainer, bool):
+            return cls(None, kind if isinstance(kind, str) else None)
+        return cls(trainer, kind if isinstance(kind, str) else None)

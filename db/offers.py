@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from db import checks
-from db.errors import bad_input
-from db.types import Executor, Row
+from punchcard.db import checks
+from punchcard.db.errors import bad_input
+from punchcard.db.types import Executor, Row
 
 OFFER_COLUMNS = "id, trainer_id, name, sessions_total, valid_days, price_cents, created_at"
 MAX_SESSIONS = 1000

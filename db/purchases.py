@@ -13,11 +13,10 @@ from datetime import datetime
 
 import asyncpg
 
-from db import checks
-from db.errors import Code, DomainError, bad_input, not_found
-from db.idempotency import replay
-from db.notify import CHANNEL
-from db.types import Executor, Row
+from punchcard.db import checks, idempotency
+from punchcard.db.errors import Code, DomainError, bad_input, not_found
+from punchcard.db.notify import PURCHASE, notify_sql
+from punchcard.db.types import Executor, Row
 
 PURCHASE_COLUMNS = (
     "id, trainer_id, client_id, offer_id, sessions_total, sessions_used, expires_at, status, "
@@ -25,6 +24,10 @@ PURCHASE_COLUMNS = (
 )
 MAX_SESSIONS = 1000
 MAX_REASON = 1000
+
+NOTIFY_CHANGED = notify_sql(
+    trainer="c.trainer_id", kind=PURCHASE, id="c.id", r="c.revision", l="e.id"
+)
 
 _ADJUST = f"""
 WITH changed AS (
@@ -35,9 +38,7 @@ WITH changed AS (
      WHERE p.id = $1
        AND p.trainer_id = $2
        AND {{guard}}
-       AND NOT EXISTS (
-           SELECT 1 FROM idempotency_keys AS k WHERE k.trainer_id = $2 AND k.key = $6
-       )
+       AND {idempotency.unused_sql(trainer="$2", key="$6")}
     RETURNING p.{PURCHASE_COLUMNS.replace(", ", ", p.")}
 ), entry AS (
     INSERT INTO session_ledger
@@ -47,11 +48,9 @@ WITH changed AS (
       FROM changed AS c
     RETURNING id
 ), remembered AS (
-    INSERT INTO idempotency_keys (trainer_id, key, request, result)
-    SELECT c.trainer_id, $6, $7, to_jsonb(c) FROM changed AS c WHERE $6::text IS NOT NULL
+    {idempotency.remember_sql(changed="changed", key="$6", request="$7")}
 ), notified AS (
-    SELECT pg_notify('{CHANNEL}', json_build_object(
-               't', c.trainer_id, 'k', 'purchase', 'id', c.id, 'r', c.revision, 'l', e.id)::text)
+    SELECT {NOTIFY_CHANGED}
       FROM changed AS c, entry AS e
 )
 SELECT c.*, e.id AS ledger_id,
@@ -62,7 +61,7 @@ SELECT c.*, e.id AS ledger_id,
   FROM (SELECT 1) AS one
   LEFT JOIN (changed AS c CROSS JOIN entry AS e CROSS JOIN notified AS n) ON true
   LEFT JOIN purchases AS cur ON c.id IS NULL AND cur.id = $1 AND cur.trainer_id = $2
-  LEFT JOIN idempotency_keys AS k ON c.id IS NULL AND k.trainer_id = $2 AND k.key = $6
+  {idempotency.stored_join_sql(alias="k", unless="c.id IS NULL", trainer="$2", key="$6")}
 """
 
 USE_SESSION = _ADJUST.format(
@@ -71,8 +70,6 @@ USE_SESSION = _ADJUST.format(
     "AND (p.expires_at IS NULL OR p.expires_at > now())",
 )
 RELEASE_SESSION = _ADJUST.format(op="-", guard="p.sessions_used > 0")
-
-KEY_LOOKUP = "SELECT request, result FROM idempotency_keys WHERE trainer_id = $1 AND key = $2"
 
 
 async def _adjust(
@@ -94,8 +91,8 @@ async def _adjust(
         row = await db.fetchrow(sql, purchase_id, trainer_id, source, actor, reason, key, request)
     except asyncpg.UniqueViolationError:
         # A concurrent call with the same key committed first; ours rolled back whole.
-        stored = await db.fetchrow(KEY_LOOKUP, trainer_id, key)
-        first = replay(stored, request)
+        assert key is not None
+        first = await idempotency.first_result(db, trainer_id=trainer_id, key=key, request=request)
         if first is None:  # pragma: no cover - the violation proves the key exists
             raise
         return first
@@ -103,7 +100,9 @@ async def _adjust(
     if row["id"] is not None:
         return row
     if key is not None and row["key_request"] is not None:
-        first = replay({"request": row["key_request"], "result": row["key_result"]}, request)
+        first = idempotency.replay(
+            {"request": row["key_request"], "result": row["key_result"]}, request
+        )
         assert first is not None
         return first
     if not row["found"]:
@@ -180,8 +179,7 @@ WITH owner AS (
      WHERE $5::bigint IS NULL OR offer.id IS NOT NULL
     RETURNING {PURCHASE_COLUMNS}
 ), notified AS (
-    SELECT pg_notify('{CHANNEL}', json_build_object(
-               't', s.trainer_id, 'k', 'purchase', 'id', s.id, 'r', s.revision)::text)
+    SELECT {notify_sql(trainer="s.trainer_id", kind=PURCHASE, id="s.id", r="s.revision")}
       FROM sold AS s
 )
 SELECT s.*, (SELECT count(*) FROM owner) AS client_found

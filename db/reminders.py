@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from db.types import Executor, Row
+from punchcard.db.types import Executor, Row
 
 # Bookings within `hours + MARGIN_HOURS` of now are the candidates: the margin covers
 # the widest DST shift between a booking and its reminder (a larger zone change sends

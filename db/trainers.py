@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 
-from db.types import Executor, Row
+from punchcard.db.types import Executor, Row
 
 TRAINER_COLUMNS = "id, subject, name, email, timezone, reminder_hours_before, created_at"
 

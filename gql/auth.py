@@ -9,9 +9,9 @@ from dataclasses import dataclass
 import asyncpg
 import jwt
 
-from db import trainers
-from db.errors import Code, DomainError
-from gql.settings import Settings
+from punchcard.db import trainers
+from punchcard.db.errors import Code, DomainError
+from punchcard.settings import Settings
 
 API_KEY_PREFIX = "pc_"
 TOKEN_CACHE_MAX = 10_000
@@ -24,6 +24,11 @@ class Principal:
     via_api_key: bool
     can_write: bool
     expires_at: float | None  # epoch seconds; the WebSocket closes then
+
+    @classmethod
+    def reader(cls, trainer_id: int) -> Principal:
+        """The trainer's rows, read-only: what a live-update event is executed as."""
+        return cls(trainer_id, "live", via_api_key=False, can_write=False, expires_at=None)
 
     @property
     def manual_source(self) -> str:

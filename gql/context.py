@@ -1,51 +1,53 @@
-"""The per-request context: who is asking, the pool, the DataLoaders."""
+"""The per-request context: who is asking, the pool, the DataLoaders.
+
+``build_context`` is the only way a ``Context`` is made: for an HTTP request, an
+operation sent over a WebSocket and a live-update event alike. What the context holds
+is fixed when it is built; resolvers read it.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import asyncpg
 from strawberry.types import Info as StrawberryInfo
 
-from db.errors import Code, DomainError
-from gql.auth import Authenticator, Principal
-from gql.loaders import Loaders
-from gql.settings import Settings
+from punchcard.db.errors import Code, DomainError
+from punchcard.gql.auth import Authenticator, Principal
+from punchcard.gql.loaders import Loaders
+from punchcard.settings import Settings
+
+# Who is asking: a principal, the refusal of the credential sent, or None (none sent).
+Caller = Principal | DomainError | None
 
 
-@dataclass(slots=True)
-class Context:
+@dataclass(frozen=True, slots=True)
+class Services:
+    """What every request shares, opened by the app's lifespan."""
+
     pool: asyncpg.Pool
     settings: Settings
-    _principal: Principal | None = None
-    _auth_error: DomainError | None = None
-    _loaders: Loaders | None = field(default=None, repr=False)
+    authenticator: Authenticator
 
-    @classmethod
-    async def build(
-        cls,
-        pool: asyncpg.Pool,
-        settings: Settings,
-        authenticator: Authenticator,
-        authorization: str | None,
-    ) -> Context:
-        """The context of one request; a bad credential is kept to be raised on use, so
-        it surfaces as a GraphQL error (UNAUTHENTICATED) like any other."""
-        context = cls(pool=pool, settings=settings)
-        try:
-            context._principal = await authenticator.authenticate(authorization)
-        except DomainError as error:
-            context._auth_error = error
-        return context
+
+class Context:
+    __slots__ = ("_caller", "_loaders", "pool", "settings")
+
+    def __init__(self, services: Services, caller: Caller) -> None:
+        self.pool = services.pool
+        self.settings = services.settings
+        self._caller = caller
+        self._loaders: Loaders | None = None
 
     @property
     def principal(self) -> Principal:
         """The caller; raises UNAUTHENTICATED for a missing or bad credential."""
-        if self._auth_error is not None:
-            raise self._auth_error
-        if self._principal is None:
-            raise DomainError(Code.UNAUTHENTICATED, "send 'Authorization: Bearer <token>'")
-        return self._principal
+        caller = self._caller
+        if isinstance(caller, Principal):
+            return caller
+        if caller is not None:
+            raise caller
+        raise DomainError(Code.UNAUTHENTICATED, "send 'Authorization: Bearer <token>'")
 
     @property
     def trainer_id(self) -> int:
@@ -63,6 +65,20 @@ class Context:
         if self._loaders is None:
             self._loaders = Loaders(self.pool, self.trainer_id)
         return self._loaders
+
+
+def build_context(services: Services, caller: Caller) -> Context:
+    """The context of one request (or one live-update event)."""
+    return Context(services, caller)
+
+
+async def authenticate(services: Services, authorization: str | None) -> Caller:
+    """The caller behind an ``Authorization`` value; a bad credential is kept to be raised
+    on use, so it surfaces as a GraphQL error (UNAUTHENTICATED) like any other."""
+    try:
+        return await services.authenticator.authenticate(authorization)
+    except DomainError as error:
+        return error
 
 
 Info = StrawberryInfo[Context, None]

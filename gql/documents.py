@@ -1,33 +1,45 @@
-"""Operations sent over the WebSocket: parsed and validated once per text (the fast
-path's cache, with the schema's limits), plus what the hub needs to group subscribers."""
+"""Documents, parsed and validated once per text (a bounded LRU, with the schema's limits
+and rules), and the operations in them, with what the hub needs to group subscribers.
+
+Every path that runs a document (HTTP, queries and mutations over the WebSocket,
+subscriptions) takes it from here, so each text is parsed and validated once per process."""
 
 from __future__ import annotations
 
 import json
-from collections import Counter
+from collections import Counter, OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any
 
 from graphql import (
+    ASTValidationRule,
     DocumentNode,
     FieldNode,
     GraphQLError,
+    GraphQLSchema,
     OperationDefinitionNode,
     OperationType,
     VariableDefinitionNode,
     VariableNode,
     Visitor,
     get_operation_ast,
+    parse,
     visit,
 )
+from graphql import validate as graphql_validate
 from graphql.language.visitor import SKIP, VisitorAction
-
-from gql.fastpath import DocumentCache
 
 RESUME_ARGUMENTS = frozenset({"afterRevision", "after"})
 CACHE_SIZE = 1024
-_documents = DocumentCache(CACHE_SIZE)
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """A parsed and validated document, or the errors that stop it."""
+
+    document: DocumentNode | None
+    errors: list[GraphQLError]
 
 
 class _VariableUses(Visitor):
@@ -83,10 +95,61 @@ class Operation:
         return json.dumps(shaping, sort_keys=True, separators=(",", ":"), default=str)
 
 
-@lru_cache(maxsize=CACHE_SIZE)
-def operation(text: str, name: str | None) -> Operation | list[GraphQLError]:
-    """The operation ``name`` of ``text`` (cached), or the errors that refuse it."""
-    prepared = _documents.get(text)
+class Documents:
+    """The process's documents for one schema: ``prepare`` parses and validates a text once,
+    ``operation`` picks the operation a request names (both cached)."""
+
+    def __init__(
+        self,
+        schema: GraphQLSchema,
+        rules: tuple[type[ASTValidationRule], ...],
+        *,
+        max_tokens: int,
+        validate: Callable[[GraphQLSchema, DocumentNode], list[GraphQLError]] | None = None,
+        size: int = CACHE_SIZE,
+    ) -> None:
+        self._schema = schema
+        self._validate = validate or (lambda s, d: graphql_validate(s, d, rules))
+        self._max_tokens = max_tokens
+        self._size = size
+        self._prepared: OrderedDict[str, Prepared] = OrderedDict()
+        self._operations: OrderedDict[tuple[str, str | None], Operation | list[GraphQLError]] = (
+            OrderedDict()
+        )
+
+    def prepare(self, text: str) -> Prepared:
+        entry = self._prepared.get(text)
+        if entry is not None:
+            self._prepared.move_to_end(text)
+            return entry
+        try:
+            document = parse(text, max_tokens=self._max_tokens)
+        except GraphQLError as error:
+            entry = Prepared(None, [error])
+        else:
+            entry = Prepared(document, self._validate(self._schema, document))
+        _remember(self._prepared, text, entry, self._size)
+        return entry
+
+    def operation(self, text: str, name: str | None) -> Operation | list[GraphQLError]:
+        """The operation ``name`` of ``text``, or the errors that refuse it."""
+        key = (text, name)
+        entry = self._operations.get(key)
+        if entry is not None:
+            self._operations.move_to_end(key)
+            return entry
+        entry = _operation(self.prepare(text), text, name)
+        _remember(self._operations, key, entry, self._size)
+        return entry
+
+
+def _remember(cache: OrderedDict[Any, Any], key: Any, value: Any, size: int) -> None:
+    cache[key] = value
+    if len(cache) > size:
+        cache.popitem(last=False)
+
+
+def _operation(prepared: Prepared, text: str, name: str | None) -> Operation | list[GraphQLError]:
     node = prepared.document
     if node is None or prepared.errors:
         return prepared.errors

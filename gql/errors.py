@@ -8,7 +8,7 @@ import logging
 from graphql import GraphQLError
 from strawberry.extensions import MaskErrors
 
-from db.errors import DomainError
+from punchcard.db.errors import DomainError
 
 log = logging.getLogger("punchcard.errors")
 

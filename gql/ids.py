@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from enum import StrEnum
 
-from db.errors import bad_input, not_found
+from punchcard.db.errors import bad_input, not_found
 
 
 class Kind(StrEnum):

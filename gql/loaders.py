@@ -9,7 +9,7 @@ from typing import Any
 import asyncpg
 from strawberry.dataloader import DataLoader
 
-from db import bookings, clients, offers, purchases
+from punchcard.db import bookings, clients, offers, purchases
 
 Row = Mapping[str, Any]
 Fetch = Callable[..., Awaitable[list[Row]]]

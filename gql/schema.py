@@ -1,13 +1,19 @@
-"""The schema, assembled once at import from the resolver modules, with its limits.
+"""Schema assembly: the root types the resolvers define, with the limits of the settings.
+
+``build_schema`` is called by the composition root (``server/app.py``, ``punchcard
+schema``) with ``resolvers.ROOTS``; it never imports the resolvers itself, so ``gql`` stays
+below them. A schema is built once per distinct set of limits and shared.
 
 Extensions are passed as classes (a fresh instance per request: instances would be
-shared by concurrent requests), and the validation rules they add are built once
-here, so the validation cache keys stay stable and keep hitting.
+shared by concurrent requests), and the validation rules they add are built once per
+schema, so the validation cache keys stay stable and keep hitting.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import cache
 
 import strawberry
 from graphql import ASTValidationRule, GraphQLError, specified_rules
@@ -19,67 +25,85 @@ from strawberry.extensions import (
     SchemaExtension,
     ValidationCache,
 )
-from strawberry.tools import merge_types
 
-from gql.errors import MaskInternalErrors
-from gql.settings import Settings
-from resolvers import api_keys, bookings, clients, ledger, offers, purchases, subscriptions
+from punchcard.gql.errors import MaskInternalErrors
+from punchcard.settings import Settings
 
-_LIMITS = Settings.from_env()
 CACHE_SIZE = 1024
-MAX_TOKENS = _LIMITS.max_tokens
-
-Query = merge_types(
-    "Query",
-    (clients.Query, offers.Query, purchases.Query, bookings.Query, ledger.Query, api_keys.Query),
-)
-Mutation = merge_types(
-    "Mutation",
-    (clients.Mutation, offers.Mutation, purchases.Mutation, bookings.Mutation, api_keys.Mutation),
-)
-
-_RULES: list[type[ASTValidationRule]] = [
-    *QueryDepthLimiter(max_depth=_LIMITS.max_query_depth).validation_rules,
-    *MaxAliasesLimiter(max_alias_count=_LIMITS.max_aliases).validation_rules,
-]
 
 
-# Every rule a document is validated with (the fast path in gql/fastpath.py uses these too).
-VALIDATION_RULES: tuple[type[ASTValidationRule], ...] = (*specified_rules, *_RULES)
+@dataclass(frozen=True, slots=True)
+class Roots:
+    """The schema's root types (``resolvers.ROOTS``)."""
+
+    query: type
+    mutation: type
+    subscription: type
 
 
-class Limits(AddValidationRules):
-    def __init__(self) -> None:
-        super().__init__(_RULES)
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """What a document may ask for; from the settings."""
 
+    max_depth: int
+    max_aliases: int
+    max_tokens: int
 
-class MaxTokens(SchemaExtension):
-    def on_operation(self) -> Iterator[None]:
-        self.execution_context.parse_options["max_tokens"] = MAX_TOKENS
-        yield
+    @classmethod
+    def of(cls, settings: Settings) -> Limits:
+        return cls(settings.max_query_depth, settings.max_aliases, settings.max_tokens)
 
-
-def _parser_cache() -> ParserCache:
-    return ParserCache(maxsize=CACHE_SIZE)
-
-
-def _validation_cache() -> ValidationCache:
-    return ValidationCache(maxsize=CACHE_SIZE)
+    def rules(self) -> tuple[type[ASTValidationRule], ...]:
+        """Every rule a document is validated with (the same for every path)."""
+        return (
+            *specified_rules,
+            *QueryDepthLimiter(max_depth=self.max_depth).validation_rules,
+            *MaxAliasesLimiter(max_alias_count=self.max_aliases).validation_rules,
+        )
 
 
 class PunchcardSchema(strawberry.Schema):
+    """strawberry's schema, with the limits it was built with."""
+
+    limits: Limits
+    validation_rules: tuple[type[ASTValidationRule], ...]
+
     def process_errors(self, errors: list[GraphQLError], execution_context: object = None) -> None:
         """Refusals (domain errors) are answers, not faults: nothing to log here.
         Unexpected errors are logged once, where they are masked (gql/errors.py)."""
 
 
-schema = PunchcardSchema(
-    query=Query,
-    mutation=Mutation,
-    subscription=subscriptions.Subscription,
-    extensions=[MaxTokens, _parser_cache, Limits, _validation_cache, MaskInternalErrors],
-)
+@cache
+def build_schema(roots: Roots, limits: Limits) -> PunchcardSchema:
+    rules = limits.rules()
+    extra_rules = list(rules[len(specified_rules) :])
+
+    class Limited(AddValidationRules):
+        def __init__(self) -> None:
+            super().__init__(extra_rules)
+
+    class MaxTokens(SchemaExtension):
+        def on_operation(self) -> Iterator[None]:
+            self.execution_context.parse_options["max_tokens"] = limits.max_tokens
+            yield
+
+    def parser_cache() -> ParserCache:
+        return ParserCache(maxsize=CACHE_SIZE)
+
+    def validation_cache() -> ValidationCache:
+        return ValidationCache(maxsize=CACHE_SIZE)
+
+    schema = PunchcardSchema(
+        query=roots.query,
+        mutation=roots.mutation,
+        subscription=roots.subscription,
+        extensions=[MaxTokens, parser_cache, Limited, validation_cache, MaskInternalErrors],
+    )
+    schema.limits = limits
+    schema.validation_rules = rules
+    return schema
 
 
-def sdl() -> str:
+def sdl(schema: strawberry.Schema) -> str:
+    """The SDL as checked in (``schema.graphql``)."""
     return schema.as_str() + "\n"

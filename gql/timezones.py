@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from db.errors import bad_input
+from punchcard.db.errors import bad_input
 
 
 def check_timezone(name: str) -> str:

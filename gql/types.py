@@ -10,8 +10,10 @@ from typing import Any
 
 import strawberry
 
-from gql.context import Info
-from gql.ids import Kind, encode
+from punchcard.db import purchases
+from punchcard.db.errors import bad_input
+from punchcard.gql.context import Info
+from punchcard.gql.ids import Kind, encode
 
 Row = Mapping[str, Any]
 
@@ -167,8 +169,6 @@ class Purchase:
     async def ledger(
         self, info: Info, first: int = 50, after: str | None = None
     ) -> LedgerConnection:
-        from resolvers.ledger import ledger_connection
-
         return await ledger_connection(info, purchase_id=self.row_id, first=first, after=after)
 
 
@@ -337,3 +337,41 @@ class ApiKey:
 class CreatedApiKey:
     secret: str = strawberry.field(description="Shown once: store it now.")
     api_key: ApiKey
+
+
+LEDGER_MAX_PAGE = 500
+
+
+def parse_cursor(after: str | None) -> int:
+    if after is None:
+        return 0
+    if not (after.isascii() and after.isdigit()) or len(after) > 18:
+        raise bad_input("malformed cursor")
+    return int(after)
+
+
+async def ledger_connection(
+    info: Info, *, purchase_id: int | None, first: int, after: str | None
+) -> LedgerConnection:
+    """A page of one purchase's ledger (batched with its siblings through a DataLoader),
+    or of the trainer's whole ledger when ``purchase_id`` is None."""
+    if not 1 <= first <= LEDGER_MAX_PAGE:
+        raise bad_input(f"first must be between 1 and {LEDGER_MAX_PAGE}")
+    cursor = parse_cursor(after)
+    if purchase_id is None:
+        rows = await purchases.ledger_page(
+            info.context.pool,
+            trainer_id=info.context.trainer_id,
+            purchase_id=None,
+            after=cursor,
+            limit=first + 1,
+        )
+    else:
+        rows = await info.context.loaders.ledger_page.load((purchase_id, cursor, first + 1))
+    nodes = [LedgerEntry.from_row(row) for row in rows[:first]]
+    return LedgerConnection(
+        nodes=nodes,
+        page_info=PageInfo(
+            has_next_page=len(rows) > first, end_cursor=nodes[-1].cursor if nodes else after
+        ),
+    )

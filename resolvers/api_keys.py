@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import strawberry
 
-from db import checks, trainers
-from db.errors import Code, DomainError, bad_input, not_found
-from gql.auth import Principal, new_api_key_secret
-from gql.context import Info
-from gql.ids import Kind, decode
-from gql.types import ApiKey, ApiKeyScope, CreatedApiKey
+from punchcard.db import checks, trainers
+from punchcard.db.errors import Code, DomainError, bad_input, not_found
+from punchcard.gql.auth import Principal, new_api_key_secret
+from punchcard.gql.context import Info
+from punchcard.gql.ids import Kind, decode
+from punchcard.gql.types import ApiKey, ApiKeyScope, CreatedApiKey
 
 
 def _signed_in_trainer(info: Info) -> Principal:

@@ -10,12 +10,12 @@ from typing import Annotated
 import strawberry
 from strawberry.types.nodes import SelectedField
 
-from db import bookings
-from db.idempotency import check_key, fingerprint
-from db.types import Row
-from gql.context import Info
-from gql.ids import Kind, decode, lookup
-from gql.types import Booking, BookingStatus
+from punchcard.db import bookings
+from punchcard.db.idempotency import check_key, fingerprint
+from punchcard.db.types import Row
+from punchcard.gql.context import Info
+from punchcard.gql.ids import Kind, decode, lookup
+from punchcard.gql.types import Booking, BookingStatus
 
 MAX_CALENDAR = 2000
 

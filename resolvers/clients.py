@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import strawberry
 
-from db import clients, trainers
-from db.errors import bad_input
-from gql.context import Info
-from gql.ids import Kind, lookup
-from gql.timezones import check_timezone
-from gql.types import Client, ClientConnection, PageInfo, Trainer
+from punchcard.db import clients, trainers
+from punchcard.db.errors import bad_input
+from punchcard.gql.context import Info
+from punchcard.gql.ids import Kind, lookup
+from punchcard.gql.timezones import check_timezone
+from punchcard.gql.types import Client, ClientConnection, PageInfo, Trainer
 
 MAX_PAGE = 200
 

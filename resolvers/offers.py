@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import strawberry
 
-from db import offers
-from gql.context import Info
-from gql.types import Offer
+from punchcard.db import offers
+from punchcard.gql.context import Info
+from punchcard.gql.types import Offer
 
 
 @strawberry.input

@@ -6,11 +6,11 @@ from datetime import datetime
 
 import strawberry
 
-from db import purchases
-from db.idempotency import check_key, fingerprint
-from gql.context import Info
-from gql.ids import Kind, decode, lookup
-from gql.types import Purchase
+from punchcard.db import purchases
+from punchcard.db.idempotency import check_key, fingerprint
+from punchcard.gql.context import Info
+from punchcard.gql.ids import Kind, decode, lookup
+from punchcard.gql.types import Purchase
 
 
 @strawberry.input

@@ -15,11 +15,11 @@ import asyncpg
 import httpx
 import pytest
 
-from db.embedded import EmbeddedPostgres
-from db.migrate import upgrade
-from gql.app import create_app
-from gql.auth import issue_token
-from gql.settings import Settings
+from punchcard.db.embedded import EmbeddedPostgres
+from punchcard.db.migrate import upgrade
+from punchcard.gql.auth import issue_token
+from punchcard.server.app import create_app
+from punchcard.settings import Settings
 
 TEMPLATE = "punchcard_template"
 JWT_SECRET = "test-secret-for-punchcard-tests-0123456789"

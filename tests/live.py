@@ -15,8 +15,8 @@ import httpx
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from gql.auth import issue_token
-from gql.settings import Settings
+from punchcard.gql.auth import issue_token
+from punchcard.settings import Settings
 from tests.conftest import JWT_SECRET
 from tests.processes import child_env, server
 

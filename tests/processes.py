@@ -24,7 +24,7 @@ def punchcard_command() -> list[str]:
     if script.exists():
         return [str(script)]
     found = shutil.which("punchcard")
-    return [found] if found else [sys.executable, "-m", "gql.cli"]
+    return [found] if found else [sys.executable, "-m", "punchcard"]
 
 
 def free_port() -> int:

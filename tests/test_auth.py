@@ -17,9 +17,9 @@ import httpx
 import jwt
 import pytest
 
-from gql.app import create_app
-from gql.auth import issue_token
-from gql.settings import Settings
+from punchcard.gql.auth import issue_token
+from punchcard.server.app import create_app
+from punchcard.settings import Settings
 from tests.conftest import Api
 from tests.refusals import ME, MUTATIONS, QUERIES, World, build_world, refused, unchanged
 

@@ -13,7 +13,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from gql.settings import Settings
+from punchcard.settings import Settings
 from tests.conftest import Api
 from tests.helpers import (
     CANCEL,

@@ -12,9 +12,9 @@ import asyncpg
 import httpx
 import pytest
 
-from gql.app import create_app
-from gql.auth import issue_token
-from gql.settings import Settings
+from punchcard.gql.auth import issue_token
+from punchcard.server.app import create_app
+from punchcard.settings import Settings
 
 CALENDAR = """
 query($from: DateTime!, $to: DateTime!) {

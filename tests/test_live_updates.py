@@ -10,10 +10,10 @@ from typing import Any
 import asyncpg
 import pytest
 
-from db import bookings as db_bookings
-from db import purchases as db_purchases
-from db.embedded import EmbeddedPostgres
-from db.migrate import upgrade
+from punchcard.db import bookings as db_bookings
+from punchcard.db import purchases as db_purchases
+from punchcard.db.embedded import EmbeddedPostgres
+from punchcard.db.migrate import upgrade
 from tests.helpers import CANCEL as CANCEL_BOOKING
 from tests.helpers import (
     COMPLETE,
@@ -399,9 +399,9 @@ async def test_disconnected_subscribers_leave_no_tasks_groups_or_listeners(
 
 
 async def test_a_large_group_goes_out_as_one_batch_in_order(db_url: str, tmp_path: Path) -> None:
-    """Over gql.hub.BATCH_MIN subscribers a change is written as one batch (writer
+    """Over punchcard.live.hub.BATCH_MIN subscribers a change is written as one batch (writer
     threads, one write per socket even with several subscriptions on it)."""
-    from gql.hub import BATCH_MIN
+    from punchcard.live.hub import BATCH_MIN
 
     bearer = token("trainer-a")
     singles = BATCH_MIN + 10

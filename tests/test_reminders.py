@@ -24,10 +24,10 @@ from zoneinfo import ZoneInfo
 import asyncpg
 import pytest
 
-from db import reminders
-from gql.reminders import Reminder
-from gql.settings import Settings
-from gql.sweeper import Sweeper
+from punchcard.db import reminders
+from punchcard.settings import Settings
+from punchcard.sweeper.senders import Reminder
+from punchcard.sweeper.worker import Sweeper
 from tests.processes import child_env, punchcard_command, start, stop
 from tests.test_sweeper import NOTIFY_BOOKINGS, eventually, listening
 

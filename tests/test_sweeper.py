@@ -18,9 +18,9 @@ import httpx
 import psutil
 import pytest
 
-from db import bookings
-from db.notify import CHANNEL
-from gql.ids import Kind, encode
+from punchcard.db import bookings
+from punchcard.db.notify import CHANNEL
+from punchcard.gql.ids import Kind, encode
 from tests.conftest import JWT_SECRET, Api
 from tests.helpers import COMPLETE, CREATE_BOOKING, CREATE_CLIENT, SELL, at, iso
 from tests.live import (

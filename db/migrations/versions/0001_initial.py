@@ -6,7 +6,7 @@ Revises:
 
 from __future__ import annotations
 
-from db.migrations.script import run_script
+from punchcard.db.migrations.script import run_script
 
 revision = "0001"
 down_revision = None

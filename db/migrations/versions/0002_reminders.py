@@ -6,7 +6,7 @@ Revises: 0001
 
 from __future__ import annotations
 
-from db.migrations.script import run_script
+from punchcard.db.migrations.script import run_script
 
 revision = "0002"
 down_revision = "0001"

@@ -12,7 +12,7 @@ Revises: 0002
 
 from __future__ import annotations
 
-from db.migrations.script import run_script
+from punchcard.db.migrations.script import run_script
 
 revision = "0003"
 down_revision = "0002"

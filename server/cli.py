@@ -15,7 +15,7 @@ from datetime import datetime
 from pathlib import Path
 from types import FrameType
 
-from gql.settings import Settings
+from punchcard.settings import Settings
 
 log = logging.getLogger("punchcard")
 
@@ -35,13 +35,13 @@ def database(settings: Settings, *, migrate: bool) -> Iterator[Settings]:
     signal.signal(signal.SIGINT, _exit_on_signal)
     if settings.database_url:
         if migrate:
-            from db.migrate import upgrade
+            from punchcard.db.migrate import upgrade
 
             upgrade(settings.database_url)
         yield settings
         return
-    from db.embedded import EmbeddedPostgres
-    from db.migrate import upgrade
+    from punchcard.db.embedded import EmbeddedPostgres
+    from punchcard.db.migrate import upgrade
 
     embedded = EmbeddedPostgres(settings.data_dir)
     url = embedded.start()
@@ -61,8 +61,8 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     with database(settings, migrate=False) as ready:
         assert ready.database_url
         if args.demo:
-            from gql.auth import issue_token
-            from gql.demo import seed
+            from punchcard.gql.auth import issue_token
+            from punchcard.server.demo import seed
 
             subject = asyncio.run(seed(ready.database_url))
             token = issue_token(ready, subject, ttl_seconds=7 * 24 * 3600)
@@ -82,9 +82,9 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
         sweeper = _start_sweeper() if args.sweeper else None
         try:
             if args.workers > 1:
-                uvicorn.run("gql.main:app", workers=args.workers, **common)
+                uvicorn.run("punchcard.server.main:app", workers=args.workers, **common)
             else:
-                from gql.app import create_app
+                from punchcard.server.app import create_app
 
                 uvicorn.Server(uvicorn.Config(create_app(ready), **common)).run()
         finally:
@@ -96,7 +96,8 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
 def _start_sweeper() -> subprocess.Popen[bytes]:
     """``serve --sweeper``: ``punchcard sweep`` as a child with this environment (which
     carries the embedded server's DATABASE_URL, so the child shares it)."""
-    child = subprocess.Popen([sys.executable, "-m", "gql.cli", "sweep"], env=dict(os.environ))
+    command = [sys.executable, "-m", "punchcard", "sweep"]
+    child = subprocess.Popen(command, env=dict(os.environ))
     log.info("started sweeper (pid %d)", child.pid)
     return child
 
@@ -113,12 +114,12 @@ def _stop_child(child: subprocess.Popen[bytes], timeout: float = 30) -> None:
 
 
 def cmd_sweep(args: argparse.Namespace, settings: Settings) -> int:
-    from gql import sweeper
+    from punchcard.sweeper import worker
 
     if args.now is not None and not args.once:
         raise SystemExit("punchcard sweep: --now needs --once")
     with database(settings, migrate=False) as ready:
-        return sweeper.main(ready, once=args.once, now=args.now)
+        return worker.main(ready, once=args.once, now=args.now)
 
 
 def _moment(text: str) -> datetime:
@@ -138,9 +139,10 @@ def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_schema(args: argparse.Namespace, settings: Settings) -> int:
-    from gql.schema import sdl
+    from punchcard.gql.schema import sdl
+    from punchcard.server.app import schema_for
 
-    text = sdl()
+    text = sdl(schema_for(settings))
     if not args.check:
         sys.stdout.write(text)
         return 0
@@ -153,7 +155,7 @@ def cmd_schema(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_token(args: argparse.Namespace, settings: Settings) -> int:
-    from gql.auth import issue_token
+    from punchcard.gql.auth import issue_token
 
     print(issue_token(settings, args.trainer, ttl_seconds=args.ttl))
     return 0

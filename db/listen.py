@@ -1,11 +1,13 @@
-"""The process's one LISTEN connection: dedicated (not from the pool, which resets and
-recycles its connections), reconnected with backoff whenever it is lost.
+"""A process's one LISTEN connection, for the API's live-update hub and the sweeper alike:
+dedicated (not from a pool, which resets and recycles its connections), reconnected with
+backoff whenever it is lost.
 
-A notification is only a wake-up (``on_notify(payload)``). After every (re)connect,
-LISTEN is issued first and ``on_listen()`` second: the hub then re-reads everything its
-subscribers may have missed, and whatever commits later arrives as a notification, so
-a dropped connection or a restarted PostgreSQL loses nothing. A periodic ``SELECT 1``
-finds connections that died without a word (a half-open TCP connection).
+A notification is only a wake-up: ``on_notify(notice, pid)`` gets the parsed payload
+(``db/notify.py``) and the sending backend's pid. After every (re)connect, LISTEN is
+issued first and ``on_listen()`` second: the listener's owner then re-reads everything
+it may have missed, and whatever commits later arrives as a notification, so a dropped
+connection or a restarted PostgreSQL loses nothing. A periodic ``SELECT 1`` finds
+connections that died without a word (a half-open TCP connection).
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from collections.abc import Callable
 from typing import Any
 
 import asyncpg
+
+from punchcard.db.notify import CHANNEL, Notice
 
 log = logging.getLogger(__name__)
 
@@ -31,14 +35,14 @@ class Listener:
     def __init__(
         self,
         dsn: str,
-        channel: str,
-        on_notify: Callable[[str], None],
-        on_listen: Callable[[], None],
         *,
+        on_notify: Callable[[Notice, int], None],
+        on_listen: Callable[[], None],
         health_seconds: float = 5.0,
+        name: str = "listener",
     ) -> None:
         self._dsn = dsn
-        self._channel = channel
+        self._name = name
         self._on_notify = on_notify
         self._on_listen = on_listen
         self._health_seconds = health_seconds
@@ -47,7 +51,7 @@ class Listener:
         self.connects = 0
 
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="live-listener")
+        self._task = asyncio.get_running_loop().create_task(self._run(), name=self._name)
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -59,8 +63,8 @@ class Listener:
     def stats(self) -> dict[str, Any]:
         return {"listener_connected": self.connected, "listener_connects": self.connects}
 
-    def _notified(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
-        self._on_notify(payload)
+    def _notified(self, _conn: Any, pid: int, _channel: str, payload: str) -> None:
+        self._on_notify(Notice.parse(payload), pid)
 
     async def _run(self) -> None:
         delay = 0.1
@@ -70,7 +74,7 @@ class Listener:
                 conn = await asyncpg.connect(self._dsn, timeout=10)
                 lost = asyncio.Event()
                 conn.add_termination_listener(_setter(lost))
-                await conn.add_listener(self._channel, self._notified)
+                await conn.add_listener(CHANNEL, self._notified)
                 self.connected = True
                 self.connects += 1
                 delay = 0.1

@@ -1,5 +1,6 @@
-"""GraphQL over WebSocket on ``/graphql``: ``graphql-transport-ws`` and the legacy
-``graphql-ws`` (subscriptions-transport-ws), chosen by subprotocol.
+"""One GraphQL WebSocket connection, whichever protocol it speaks: ``graphql-transport-ws``
+or the legacy ``graphql-ws`` (subscriptions-transport-ws); the differences between the two
+are data (``live/protocols/``), the state machine is this one.
 
 Credentials come from the ``connection_init`` payload (``Authorization``/``authorization``,
 ``token``, or ``headers.Authorization``; "Bearer " is optional) or else the upgrade
@@ -11,8 +12,9 @@ subprotocol, 4408 no ``connection_init`` in time, 4409 duplicate operation id
 (graphql-transport-ws; the legacy protocol replaces the operation), 4429 second
 ``connection_init``.
 
-Subscriptions go to the hub (served per group, see ``gql/hub.py``); queries and
-mutations sent over the socket run like HTTP ones and answer once, then complete.
+Subscriptions go to the hub (served per group, see ``live/hub.py``); queries and
+mutations sent over the socket run through the same engine as HTTP ones and answer
+once, then complete.
 """
 
 from __future__ import annotations
@@ -27,20 +29,18 @@ from typing import Any
 
 from graphql import GraphQLError, OperationType
 
-from db.errors import DomainError
-from gql.auth import Authenticator, Principal
-from gql.context import Context
-from gql.documents import Operation, operation
-from gql.hub import Hub, OperationErrors, Subscriber, as_graphql_error, formatted
-from gql.outbox import Outbox
-from gql.schema import schema
-from gql.settings import Settings
+from punchcard.db.errors import DomainError
+from punchcard.gql.auth import Principal
+from punchcard.gql.context import build_context
+from punchcard.gql.documents import Operation
+from punchcard.gql.results import formatted_errors, response
+from punchcard.live.hub import Hub, OperationErrors, Subscriber, as_graphql_error
+from punchcard.live.outbox import Outbox
+from punchcard.live.protocols import Vocabulary
+from punchcard.settings import Settings
 
 log = logging.getLogger(__name__)
 
-TRANSPORT_WS = "graphql-transport-ws"
-LEGACY_WS = "graphql-ws"
-PROTOCOLS = (TRANSPORT_WS, LEGACY_WS)
 MAX_ID_LENGTH = 128
 CLOSE_TIMEOUT = 5.0
 
@@ -94,28 +94,34 @@ class Connection:
         "_scope",
         "_send",
         "acked",
-        "authenticator",
         "closing",
         "hub",
         "init_received",
-        "legacy",
         "outbox",
         "principal",
+        "protocol",
         "settings",
         "subscribers",
         "tasks",
     )
 
-    def __init__(self, scope: Scope, receive: Receive, send: Send, protocol: str) -> None:
-        state = scope["app"].state
-        self.hub: Hub = state.hub
-        self.settings: Settings = state.settings
-        self.authenticator: Authenticator = state.authenticator
+    def __init__(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        protocol: Vocabulary,
+        *,
+        hub: Hub,
+        outbox: Outbox,
+    ) -> None:
+        self.hub = hub
+        self.settings: Settings = hub.services.settings
         self._scope = scope
         self._receive = receive
         self._send = send
-        self.legacy = protocol == LEGACY_WS
-        self.outbox = Outbox(send, direct=self.settings.ws_direct_writes)
+        self.protocol = protocol
+        self.outbox = outbox
         self.principal: Principal | None = None
         self.init_received = False
         self.acked = False
@@ -169,17 +175,18 @@ class Connection:
 
     async def _handle(self, message: dict[str, Any]) -> None:
         kind = message["type"]
+        protocol = self.protocol
         if kind == "connection_init":
             await self._init(message.get("payload"))
-        elif kind == ("start" if self.legacy else "subscribe"):
+        elif kind == protocol.start:
             self._start(message)
-        elif kind == ("stop" if self.legacy else "complete"):
+        elif kind == protocol.stop:
             self._stop(message.get("id"))
-        elif kind == "ping" and not self.legacy:
-            self.put("pong", {"type": "pong"})
-        elif kind == "pong" and not self.legacy:
+        elif kind == protocol.ping:
+            self.put("pong", {"type": protocol.pong})
+        elif kind == protocol.pong:
             pass
-        elif kind == "connection_terminate" and self.legacy:
+        elif kind == protocol.terminate:
             await self.close(1000, "")
         else:
             raise Refused(4400, f"Unknown message type: {kind[:40]}")
@@ -194,7 +201,9 @@ class Connection:
             raise Refused(4400, "Invalid connection init payload")
         header = _header(self._scope, b"authorization")
         try:
-            principal = await self.authenticator.authenticate(credentials(payload, header))
+            principal = await self.hub.services.authenticator.authenticate(
+                credentials(payload, header)
+            )
         except DomainError as error:
             await self._reject(error.message)
             return
@@ -210,11 +219,10 @@ class Connection:
             self._expiry = asyncio.get_running_loop().call_later(delay, self._expired)
         self.acked = True
         self.put("ack", {"type": "connection_ack"})
-        if self.legacy:
-            self.keepalive()
+        self.keepalive()
 
     async def _reject(self, reason: str) -> None:
-        if self.legacy:
+        if self.protocol.rejects_with_message:
             self.put("error", {"type": "connection_error", "payload": {"message": reason}})
         await self.close(4403, f"Forbidden: {reason}")
 
@@ -224,9 +232,10 @@ class Connection:
             self._closer = asyncio.ensure_future(self.close(4401, "token expired"))
 
     def keepalive(self) -> None:
-        """The legacy protocol's ``ka`` (sent after the ack, then periodically)."""
-        if self.legacy and self.acked and not self.closing:
-            self.put("ka", {"type": "ka"})
+        """The protocol's keep-alive (legacy ``ka``: after the ack, then periodically)."""
+        kind = self.protocol.keepalive
+        if kind is not None and self.acked and not self.closing:
+            self.put(kind, {"type": kind})
 
     # -- operations -----------------------------------------------------------------
 
@@ -245,7 +254,7 @@ class Connection:
         if operation_name is not None and not isinstance(operation_name, str):
             raise Refused(4400, "Invalid message: payload.operationName")
         if op_id in self.subscribers:
-            if not self.legacy:
+            if self.protocol.duplicate_id_closes:
                 raise Refused(4409, f"Subscriber for {op_id[:60]} already exists")
             self._forget(op_id)
         if len(self.subscribers) >= self.settings.ws_max_operations:
@@ -267,7 +276,7 @@ class Connection:
     async def _operation(
         self, op_id: str, query: str, variables: dict[str, Any] | None, name: str | None
     ) -> None:
-        op = operation(query, name)
+        op = self.hub.engine.documents.operation(query, name)
         if isinstance(op, list):
             self._done(op_id, errors=op)
             return
@@ -277,7 +286,7 @@ class Connection:
         assert self.principal is not None
         try:
             sub = await self.hub.subscribe(
-                op, variables, self.principal, self.outbox, self._prefix(op_id)
+                op, variables, self.principal, self.outbox, self.protocol.result_prefix(op_id)
             )
         except OperationErrors as refused:
             self._done(op_id, errors=refused.errors)
@@ -295,17 +304,12 @@ class Connection:
             self._done(op_id, errors=[as_graphql_error(error)])
 
     async def _execute(self, op_id: str, op: Operation, variables: dict[str, Any] | None) -> None:
-        context = Context(pool=self.hub.pool, settings=self.settings, _principal=self.principal)
-        result = await schema.execute(
-            op.text, variable_values=variables, context_value=context, operation_name=op.name
-        )
+        context = build_context(self.hub.services, self.principal)
+        result = await self.hub.engine.execute(op, variables, context)
         if op_id not in self.subscribers:
             return
-        body: dict[str, Any] = {"data": result.data}
-        if result.errors:
-            body["errors"] = formatted(result.errors)
-        kind = "data" if self.legacy else "next"
-        self.put(("next", op_id), {"id": op_id, "type": kind, "payload": body})
+        message = {"id": op_id, "type": self.protocol.result, "payload": response(result)}
+        self.put(("next", op_id), message)
         self._done(op_id)
 
     def _done(self, op_id: str, errors: list[GraphQLError] | None = None) -> None:
@@ -318,9 +322,7 @@ class Connection:
             self._error(op_id, errors)
 
     def _error(self, op_id: str, errors: list[GraphQLError]) -> None:
-        payload: object = formatted(errors)
-        if self.legacy:
-            payload = payload[0] if isinstance(payload, list) and payload else {}
+        payload = self.protocol.error_payload(formatted_errors(errors))
         self.put(("error", op_id), {"id": op_id, "type": "error", "payload": payload})
 
     def _stop(self, op_id: object) -> None:
@@ -328,7 +330,7 @@ class Connection:
             raise Refused(4400, "Invalid message: operation id")
         if op_id in self.subscribers:
             self._forget(op_id)
-            if self.legacy:
+            if self.protocol.completes_on_stop:
                 self.put(("complete", op_id), {"id": op_id, "type": "complete"})
 
     def _forget(self, op_id: str) -> None:
@@ -338,10 +340,6 @@ class Connection:
         task = self.tasks.pop(op_id, None)
         if task is not None:
             task.cancel()
-
-    def _prefix(self, op_id: str) -> bytes:
-        kind = "data" if self.legacy else "next"
-        return f'{{"id":{json.dumps(op_id)},"type":"{kind}","payload":'.encode()
 
     # -- output ---------------------------------------------------------------------
 
@@ -385,62 +383,3 @@ def _header(scope: Scope, name: bytes) -> str | None:
         if key == name:
             return bytes(value).decode("latin-1")
     return None
-
-
-class Sockets:
-    """This process's open sockets: counted, kept alive (legacy ``ka``), all in one place."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.open: set[Connection] = set()
-        self.accepted = 0
-        self._task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._keepalive(), name="ws-ka")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-
-    async def _keepalive(self) -> None:
-        while True:
-            await asyncio.sleep(self.settings.ws_keepalive_seconds)
-            for connection in list(self.open):
-                connection.keepalive()
-
-    def stats(self) -> dict[str, Any]:
-        return {
-            "sockets": len(self.open),
-            "sockets_accepted": self.accepted,
-            "operations": sum(len(c.subscribers) for c in self.open),
-            "operation_tasks": sum(len(c.tasks) for c in self.open),
-        }
-
-
-class GraphQLWebSocket:
-    """The ASGI endpoint (``WebSocketRoute("/graphql", GraphQLWebSocket())``)."""
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        sockets: Sockets = scope["app"].state.sockets
-        if (await receive())["type"] != "websocket.connect":
-            return
-        offered = scope.get("subprotocols") or []
-        protocol = next((p for p in PROTOCOLS if p in offered), None)
-        await send({"type": "websocket.accept", "subprotocol": protocol})
-        if protocol is None:
-            await send(
-                {"type": "websocket.close", "code": 4406, "reason": "Subprotocol not acceptable"}
-            )
-            return
-        connection = Connection(scope, receive, send, protocol)
-        sockets.open.add(connection)
-        sockets.accepted += 1
-        try:
-            await connection.run()
-        finally:
-            sockets.open.discard(connection)
-            await connection.cleanup()

@@ -22,9 +22,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import httpx
 
-from db.types import Row
-from gql.ids import Kind, encode
-from gql.settings import Settings
+from punchcard.db.types import Row
+from punchcard.gql.ids import Kind, encode
+from punchcard.settings import Settings
 
 log = logging.getLogger("punchcard.reminders")
 

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
-from db import bookings, clients, purchases, trainers
+from punchcard.db import bookings, clients, purchases, trainers
 
 DEMO_SUBJECT = "demo-trainer"
 CLIENTS = [

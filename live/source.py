@@ -7,9 +7,9 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol, TypeVar
 
-from db.changes import Changes
-from db.errors import Code, DomainError
-from db.types import Executor
+from punchcard.db.changes import Changes
+from punchcard.db.errors import Code, DomainError
+from punchcard.db.types import Executor
 
 T = TypeVar("T")
 

@@ -5,9 +5,9 @@ shape events — everything but the resume point). A group executes each event o
 against the schema (graphql-core's per-event executor: field selection, aliases,
 variables, errors as usual), JSON-encodes it once, and hands the same payload to each
 subscriber, which splices it into its protocol envelope (the operation id differs) and
-puts the frame in its socket's :class:`~gql.outbox.Outbox`.
+puts the frame in its socket's :class:`~punchcard.live.outbox.Outbox`.
 
-Where events come from: NOTIFY (see ``gql/listener.py``) only names the trainer whose
+Where events come from: NOTIFY (see ``db/listen.py``) only names the trainer whose
 rows changed. The feed loop batches the wake-ups, reads what changed for all of them in
 one statement (``db.changes.feed``) and lets each group ``cut`` its news out of it. Every
 group remembers its position (a PostgreSQL snapshot, plus the revision for a purchase),
@@ -29,32 +29,28 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from inspect import isawaitable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import asyncpg
-from graphql import ExecutionResult, GraphQLError, GraphQLFormattedError
+from graphql import ExecutionResult, GraphQLError
 from graphql.execution import Executor, create_source_event_stream, execute_subscription_event
-from strawberry.execution import optimized_is_awaitable
 
-from db import changes
-from db.changes import Changes, Want
-from gql.auth import Principal
-from gql.context import Context
-from gql.errors import masked
-from gql.live import LiveSource, Stream
-from gql.outbox import Outbox, Writer
-from gql.schema import schema
-from gql.settings import Settings
-
-if TYPE_CHECKING:
-    from gql.documents import Operation
+from punchcard.db import changes
+from punchcard.db.changes import Changes, Want
+from punchcard.db.notify import Notice
+from punchcard.gql.auth import Principal
+from punchcard.gql.context import Context, Services, build_context
+from punchcard.gql.documents import Operation
+from punchcard.gql.engine import Engine
+from punchcard.gql.results import encode
+from punchcard.live.outbox import Outbox, Writer
+from punchcard.live.source import LiveSource, Stream
 
 log = logging.getLogger(__name__)
 
@@ -71,22 +67,10 @@ class OperationErrors(Exception):
         self.errors = list(errors)
 
 
-def formatted(errors: Sequence[GraphQLError]) -> list[GraphQLFormattedError]:
-    """Errors as sent to clients, internal ones masked."""
-    return [masked(e).formatted for e in errors]
-
-
 def as_graphql_error(error: Exception) -> GraphQLError:
     if isinstance(error, GraphQLError):
         return error
     return GraphQLError(str(error), original_error=error)
-
-
-def encode(result: ExecutionResult) -> bytes:
-    body: dict[str, Any] = {"data": result.data}
-    if result.errors:
-        body["errors"] = formatted(result.errors)
-    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 class Subscriber:
@@ -232,15 +216,15 @@ class Group:
 
 @dataclass
 class Hub:
-    pool: asyncpg.Pool
-    settings: Settings
+    services: Services
+    engine: Engine
     naive: bool = False
     groups: dict[Key, Group] = field(default_factory=dict)
     by_trainer: dict[int, set[Group]] = field(default_factory=dict)
     fanout: deque[float] = field(default_factory=lambda: deque(maxlen=FANOUT_SAMPLES))
     executions: int = 0
     frames: int = 0
-    batched: int = 0  # socket writes done by gql.outbox.Batch
+    batched: int = 0  # socket writes done by punchcard.live.outbox.Batch
     conflated: int = 0
     resyncs: int = 0
     feed_reads: int = 0
@@ -255,8 +239,12 @@ class Hub:
 
     # -- lifecycle ------------------------------------------------------------------
 
+    @property
+    def pool(self) -> asyncpg.Pool:
+        return self.services.pool
+
     def start(self) -> None:
-        self.writer = Writer(self.settings.live_writer_threads)
+        self.writer = Writer(self.services.settings.live_writer_threads)
         self._feed = asyncio.get_running_loop().create_task(self._run_feed(), name="live-feed")
 
     async def stop(self) -> None:
@@ -270,8 +258,8 @@ class Hub:
             self.writer.close()
 
     def context(self, trainer_id: int) -> Context:
-        reader = Principal(trainer_id, "live", via_api_key=False, can_write=False, expires_at=None)
-        return Context(pool=self.pool, settings=self.settings, _principal=reader)
+        """An event's context: the trainer's rows, read-only."""
+        return build_context(self.services, Principal.reader(trainer_id))
 
     # -- subscribing ----------------------------------------------------------------
 
@@ -284,13 +272,8 @@ class Hub:
         prefix: bytes,
     ) -> Subscriber:
         """A subscriber waiting to join its group (``join`` it); OperationErrors if refused."""
-        executor = schema.execution_context_class.build(
-            schema._schema,
-            operation.node,
-            context_value=self.context(principal.trainer_id),
-            raw_variable_values=variables,
-            operation_name=operation.name,
-            is_awaitable=optimized_is_awaitable,  # type: ignore[arg-type]
+        executor = self.engine.subscription(
+            operation, variables, self.context(principal.trainer_id)
         )
         if isinstance(executor, list):
             raise OperationErrors(executor)
@@ -378,12 +361,11 @@ class Hub:
 
     # -- the change feed ------------------------------------------------------------
 
-    def notify(self, payload: str) -> None:
+    def notify(self, notice: Notice, pid: int) -> None:
         """A NOTIFY arrived (the listener's callback): wake the feed for its trainer."""
         self.notifications += 1
-        try:
-            trainer = int(json.loads(payload)["t"])
-        except (ValueError, KeyError, TypeError):
+        trainer = notice.trainer_id
+        if trainer is None:
             self._everyone = True  # not ours to parse: look at everything
         else:
             if trainer not in self.by_trainer:
@@ -409,7 +391,7 @@ class Hub:
         delay = 0.05
         while True:
             try:
-                await asyncio.wait_for(self._wake.wait(), self.settings.live_poll_seconds)
+                await asyncio.wait_for(self._wake.wait(), self.services.settings.live_poll_seconds)
             except TimeoutError:
                 self._everyone = True
             self._wake.clear()

