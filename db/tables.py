@@ -1,6 +1,6 @@
 """The tables as SQLAlchemy Core metadata: Alembic's target and the drift test's reference.
 
-The migrations in ``db/migrations/versions`` create exactly this; ``tests/test_migrations.py``
+The migrations in ``db/migrations/versions`` create exactly this; ``tests/test_schema.py``
 fails when the two disagree.
 """
 

@@ -11,7 +11,7 @@ schema, so the validation cache keys stay stable and keep hitting.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import cache
 
@@ -63,24 +63,31 @@ class Limits:
 
 
 class PunchcardSchema(strawberry.Schema):
-    """strawberry's schema, with the limits it was built with."""
+    """strawberry's schema over ``roots``, with the limits it enforces on every path."""
 
-    limits: Limits
-    validation_rules: tuple[type[ASTValidationRule], ...]
+    def __init__(self, roots: Roots, limits: Limits) -> None:
+        self.limits = limits
+        self.validation_rules = limits.rules()
+        super().__init__(
+            query=roots.query,
+            mutation=roots.mutation,
+            subscription=roots.subscription,
+            extensions=_extensions(limits, self.validation_rules[len(specified_rules) :]),
+        )
 
     def process_errors(self, errors: list[GraphQLError], execution_context: object = None) -> None:
         """Refusals (domain errors) are answers, not faults: nothing to log here.
         Unexpected errors are logged once, where they are masked (gql/errors.py)."""
 
 
-@cache
-def build_schema(roots: Roots, limits: Limits) -> PunchcardSchema:
-    rules = limits.rules()
-    extra_rules = list(rules[len(specified_rules) :])
+def _extensions(
+    limits: Limits, rules: tuple[type[ASTValidationRule], ...]
+) -> list[type[SchemaExtension] | Callable[[], SchemaExtension]]:
+    """strawberry's view runs these per request; the rules are the ones built once above."""
 
     class Limited(AddValidationRules):
         def __init__(self) -> None:
-            super().__init__(extra_rules)
+            super().__init__(list(rules))
 
     class MaxTokens(SchemaExtension):
         def on_operation(self) -> Iterator[None]:
@@ -93,15 +100,13 @@ def build_schema(roots: Roots, limits: Limits) -> PunchcardSchema:
     def validation_cache() -> ValidationCache:
         return ValidationCache(maxsize=CACHE_SIZE)
 
-    schema = PunchcardSchema(
-        query=roots.query,
-        mutation=roots.mutation,
-        subscription=roots.subscription,
-        extensions=[MaxTokens, parser_cache, Limited, validation_cache, MaskInternalErrors],
-    )
-    schema.limits = limits
-    schema.validation_rules = rules
-    return schema
+    return [MaxTokens, parser_cache, Limited, validation_cache, MaskInternalErrors]
+
+
+@cache
+def build_schema(roots: Roots, limits: Limits) -> PunchcardSchema:
+    """The schema for ``limits`` (one per distinct limits: building one takes a while)."""
+    return PunchcardSchema(roots, limits)
 
 
 def sdl(schema: strawberry.Schema) -> str:

@@ -345,7 +345,7 @@ class Connection:
 
     def put(self, key: object, message: dict[str, Any]) -> None:
         text = json.dumps(message, separators=(",", ":"), ensure_ascii=False)
-        self.outbox.put(key, text.encode())
+        self.outbox.put(key, text.encode(), direct=False)
 
     async def close(self, code: int, reason: str) -> None:
         if self.closing:

@@ -121,9 +121,13 @@ class Outbox:
             and not protocol.transport.get_write_buffer_size()
         )
 
-    def put(self, key: Hashable, data: bytes) -> bool:
+    def put(self, key: Hashable, data: bytes, *, direct: bool = True) -> bool:
         """Send ``data`` (a UTF-8 text frame) now, or keep it as ``key``'s waiting frame,
-        replacing an older one. Returns False when it replaced one (conflated)."""
+        replacing an older one. Returns False when it replaced one (conflated).
+
+        ``direct=False`` sends it through the ASGI ``send`` (the middleware stack) even
+        when direct writes are possible: the connection's own messages go that way; only
+        live fan-out, where the cost is, writes to the transport directly."""
         if self.closed:
             return True
         if self._task is not None:
@@ -132,7 +136,8 @@ class Outbox:
             return not replaced
         protocol = self._direct
         if (
-            protocol is not None
+            direct
+            and protocol is not None
             and protocol.writable.is_set()
             and protocol.conn.state is self._open
             and not protocol.close_sent

@@ -1,5 +1,5 @@
 """The contract between subscription resolvers and the hub: a resolver returns a
-:class:`LiveSource` wrapping a :class:`Stream`; the hub (``gql/hub.py``) serves it."""
+:class:`LiveSource` wrapping a :class:`Stream`; the hub (``live/hub.py``) serves it."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ class Sync:
 
 
 class Stream(Protocol):
-    """What one subscription field streams (implemented in ``resolvers/subscriptions.py``).
+    """What one subscription field streams (implemented in ``live/streams.py``).
 
     Messages are root values for the subscription field; ``mark``s are positions."""
 

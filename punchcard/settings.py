@@ -25,7 +25,7 @@ class Settings:
     max_aliases: int = 30
     max_tokens: int = 2000
     token_cache_seconds: float = 60.0
-    fast_path: bool = True  # plain JSON POSTs skip strawberry's view (gql/fastpath.py)
+    fast_path: bool = True  # plain JSON POSTs skip strawberry's view (gql/http.py)
     sweep_grace_minutes: int = 15
     sweep_batch_size: int = 500
     sweep_poll_seconds: float = 30.0
@@ -41,7 +41,7 @@ class Settings:
     ws_keepalive_seconds: float = 15.0  # the legacy graphql-ws protocol's "ka" interval
     ws_max_operations: int = 100  # per socket
     debug_stats: bool = False  # GET /debug/live (loopback clients only): hub counters
-    ws_direct_writes: bool = True  # frames straight to uvicorn's transport (gql/outbox.py)
+    ws_direct_writes: bool = True  # fan-out frames straight to uvicorn's transport (live/outbox.py)
     live_writer_threads: int = 1  # threads writing a large fan-out beside the event loop
 
     @classmethod

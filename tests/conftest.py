@@ -154,6 +154,6 @@ def other(api: Api) -> Api:
     return api.as_trainer("trainer-b")
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def repo_root() -> Path:
     return Path(__file__).resolve().parent.parent

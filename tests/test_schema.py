@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
+import httpx
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import Connection
@@ -13,8 +16,9 @@ from sqlalchemy.pool import NullPool
 
 from punchcard.db.migrate import sqlalchemy_url
 from punchcard.db.tables import metadata
+from punchcard.gql.auth import issue_token
 from punchcard.gql.schema import sdl
-from punchcard.server.app import schema_for
+from punchcard.server.app import create_app, schema_for
 from punchcard.settings import Settings
 from tests.processes import punchcard_command
 
@@ -56,3 +60,36 @@ async def test_migrations_create_exactly_the_tables_of_db_tables(template_url: s
     finally:
         await engine.dispose()
     assert differences == []
+
+
+DEEP = "{ me { id } clients { nodes { purchases { client { purchases { id } } } } } }"
+
+
+@pytest.mark.parametrize("fast_path", [True, False], ids=["fast-path", "strawberry-view"])
+async def test_the_limits_come_from_the_settings_given_to_create_app(
+    settings: Settings, fast_path: bool
+) -> None:
+    """Not from the environment at import: two apps, two limits, one process."""
+    strict = replace(settings, max_query_depth=4, max_aliases=2, fast_path=fast_path)
+    loose = replace(settings, fast_path=fast_path)
+    bearer = issue_token(settings, "trainer-a")
+    answers = {}
+    for name, chosen in (("strict", strict), ("loose", loose)):
+        app = create_app(chosen)
+        transport = httpx.ASGITransport(app=app)
+        async with (
+            app.router.lifespan_context(app),
+            httpx.AsyncClient(transport=transport, base_url="http://punchcard.test") as http,
+        ):
+            for query in (DEEP, "{ a: me { id } b: me { id } c: me { id } }"):
+                response = await http.post(
+                    "/graphql", json={"query": query}, headers={"Authorization": f"Bearer {bearer}"}
+                )
+                answers[(name, query)] = response.json()
+    assert (
+        "exceeds maximum operation depth of 4" in answers[("strict", DEEP)]["errors"][0]["message"]
+    )
+    assert "errors" not in answers[("loose", DEEP)]
+    aliased = "{ a: me { id } b: me { id } c: me { id } }"
+    assert "3 aliases found" in answers[("strict", aliased)]["errors"][0]["message"]
+    assert "errors" not in answers[("loose", aliased)]

@@ -1,0 +1,89 @@
+"""The probes of third-party private parts (punchcard/internals.py) pass on the versions
+pyproject.toml pins, and each turns its optimisation off, with one log line, when what
+it needs is missing."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import pytest
+import strawberry
+
+from punchcard import internals
+from punchcard.live.outbox import Outbox
+from punchcard.server.app import schema_for
+from punchcard.settings import Settings
+
+
+def test_every_probe_passes_on_the_pinned_versions() -> None:
+    verdicts = internals.probe_all(schema_for(Settings()))
+    assert verdicts == {
+        "strawberry_core": True,
+        "uvicorn_websocket": True,
+        "embedded_server_registry": True,
+    }
+
+
+def test_strawberry_probe_turns_off_without_the_graphql_core_schema(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    class Unlike:
+        execution_context_class = schema_for(Settings()).execution_context_class
+
+    with caplog.at_level(logging.WARNING, "punchcard.internals"):
+        assert internals.strawberry_core(Unlike()) is None
+    assert [r.message for r in caplog.records] == [
+        "running documents directly off: strawberry's Schema._schema is not a GraphQLSchema"
+    ]
+
+
+def test_strawberry_probe_hands_over_what_it_checked() -> None:
+    schema = schema_for(Settings())
+    core = internals.strawberry_core(schema)
+    assert core is not None
+    from graphql import parse
+
+    errors = core.validate(core.graphql_schema, parse("{ nope }"), schema.validation_rules)
+    assert "Cannot query field 'nope'" in errors[0].message
+
+
+def test_direct_writes_need_the_uvicorn_protocol_behind_the_raw_send() -> None:
+    probe = internals.uvicorn_websocket()
+    assert probe is not None
+
+    async def plain_send(message: Any) -> None:
+        """An ASGI send that is not uvicorn's: no direct writes."""
+
+    assert probe.protocol(plain_send) is None
+    assert Outbox(plain_send, raw_send=plain_send)._direct is None
+    assert Outbox(plain_send)._direct is None
+
+
+def test_direct_writes_refuse_a_protocol_missing_an_attribute() -> None:
+    probe = internals.uvicorn_websocket()
+    assert probe is not None
+
+    class Hollow(probe.protocol_class):  # type: ignore[misc, name-defined]
+        def __init__(self) -> None:  # no conn, transport, writable, close_sent
+            pass
+
+        async def send(self, message: Any) -> None:
+            pass
+
+    assert probe.protocol(Hollow().send) is None
+
+
+def test_embedded_registry_probe_matches_the_server_class() -> None:
+    registry = internals.embedded_server_registry()
+    assert registry is not None
+    server_class = internals.embedded_server_class()
+    assert registry.instances is server_class._instances
+
+
+def test_a_schema_is_built_once_per_set_of_limits() -> None:
+    default = schema_for(Settings())
+    assert schema_for(Settings()) is default
+    strict = schema_for(Settings(max_query_depth=3))
+    assert strict is not default and isinstance(strict, strawberry.Schema)
+    assert strict.limits.max_depth == 3 and default.limits.max_depth == 10
