@@ -21,6 +21,7 @@ from typing import Any
 import asyncpg
 
 from punchcard.db.notify import CHANNEL, Notice
+from punchcard.tasks import cancel
 
 log = logging.getLogger(__name__)
 
@@ -54,11 +55,8 @@ class Listener:
         self._task = asyncio.get_running_loop().create_task(self._run(), name=self._name)
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        task, self._task = self._task, None
+        await cancel([task])
 
     def stats(self) -> dict[str, Any]:
         return {"listener_connected": self.connected, "listener_connects": self.connects}

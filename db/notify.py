@@ -43,10 +43,12 @@ class Notice:
     def parse(cls, payload: str) -> Notice:
         try:
             message = json.loads(payload)
-            trainer = message["t"]
-            kind = message.get("k")
-        except (ValueError, KeyError, TypeError, AttributeError):
+        except ValueError:
             return cls(None, None)
-        if not isinstance(trainer, int) or isinstance(trainer, bool):
-            return cls(None, kind if isinstance(kind, str) else None)
-        return cls(trainer, kind if isinstance(kind, str) else None)
+        if not isinstance(message, dict):
+            return cls(None, None)
+        trainer, kind = message.get("t"), message.get("k")
+        return cls(
+            trainer if isinstance(trainer, int) and not isinstance(trainer, bool) else None,
+            kind if isinstance(kind, str) else None,
+        )

@@ -12,7 +12,6 @@ app, ``server/app.py``).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -21,6 +20,7 @@ from punchcard.live.hub import Hub
 from punchcard.live.outbox import Outbox
 from punchcard.live.protocols import choose
 from punchcard.settings import Settings
+from punchcard.tasks import cancel
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -43,11 +43,8 @@ class Sockets:
         self._task = asyncio.get_running_loop().create_task(self._keepalive(), name="ws-ka")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        task, self._task = self._task, None
+        await cancel([task])
 
     async def _keepalive(self) -> None:
         while True:

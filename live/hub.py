@@ -28,7 +28,6 @@ is re-synced from its last delivered position in one coalesced message.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections import deque
@@ -51,6 +50,7 @@ from punchcard.gql.engine import Engine
 from punchcard.gql.results import encode
 from punchcard.live.outbox import Outbox, Writer
 from punchcard.live.source import LiveSource, Stream
+from punchcard.tasks import cancel
 
 log = logging.getLogger(__name__)
 
@@ -248,12 +248,7 @@ class Hub:
         self._feed = asyncio.get_running_loop().create_task(self._run_feed(), name="live-feed")
 
     async def stop(self) -> None:
-        tasks = [t for t in (self._feed, *self._tasks) if t is not None]
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel([self._feed, *self._tasks])
         if self.writer is not None:
             self.writer.close()
 

@@ -4,7 +4,8 @@ Everything installs under this one package. Its entries are the repository's fol
 (links to them), lowest layer first; a module imports only from its own layer or lower
 ones (``tests/test_layers.py`` checks it, and that there are no import cycles):
 
-- ``settings``, ``internals``: the settings object; probes of third-party private parts
+- ``settings``, ``internals``, ``tasks``: the settings object; probes of third-party
+  private parts; stopping background tasks
 - ``db``: tables, migrations, the SQL of each domain, NOTIFY/LISTEN, embedded PostgreSQL
 - ``gql``: GraphQL per request: types, context and auth, loaders, documents, the engine,
   the HTTP endpoint, schema assembly

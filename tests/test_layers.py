@@ -21,7 +21,7 @@ ROOT = Path(punchcard.__file__).parent
 
 # Lowest first. A module may import modules of its own folder and of lower layers.
 LAYERS: list[set[str]] = [
-    {"punchcard.settings", "punchcard.internals"},
+    {"punchcard.settings", "punchcard.internals", "punchcard.tasks"},
     {"punchcard.db"},
     {"punchcard.gql"},
     {"punchcard.live"},
