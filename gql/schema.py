@@ -19,14 +19,13 @@ import strawberry
 from graphql import ASTValidationRule, GraphQLError, specified_rules
 from strawberry.extensions import (
     AddValidationRules,
-    MaxAliasesLimiter,
     ParserCache,
-    QueryDepthLimiter,
     SchemaExtension,
     ValidationCache,
 )
 
 from punchcard.gql.errors import MaskInternalErrors
+from punchcard.gql.limits import limit_rule
 from punchcard.settings import Settings
 
 CACHE_SIZE = 1024
@@ -57,8 +56,7 @@ class Limits:
         """Every rule a document is validated with (the same for every path)."""
         return (
             *specified_rules,
-            *QueryDepthLimiter(max_depth=self.max_depth).validation_rules,
-            *MaxAliasesLimiter(max_alias_count=self.max_aliases).validation_rules,
+            limit_rule(self.max_depth, self.max_aliases),  # linear in the document
         )
 
 
