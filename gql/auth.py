@@ -104,6 +104,7 @@ class Authenticator:
                 self._settings.jwt_secret,
                 algorithms=["HS256"],
                 audience=self._settings.jwt_audience,
+                leeway=self._settings.jwt_leeway_seconds,
                 options={
                     "require": ["sub", "exp"],
                     "verify_aud": bool(self._settings.jwt_audience),
@@ -125,7 +126,8 @@ class Authenticator:
             actor=f"trainer:{subject}",
             via_api_key=False,
             can_write=True,
-            expires_at=float(claims["exp"]),
+            # Accepted up to the leeway past ``exp``: sockets close then, caches forget it.
+            expires_at=float(claims["exp"]) + self._settings.jwt_leeway_seconds,
         )
 
     async def _api_key(self, secret: str) -> Principal:

@@ -30,6 +30,13 @@ from graphql import (
 from graphql import validate as graphql_validate
 from graphql.language.visitor import SKIP, VisitorAction
 
+from punchcard.gql.errors import (
+    OPERATION_RESOLUTION_FAILURE,
+    PARSE_FAILED,
+    VALIDATION_FAILED,
+    with_code,
+)
+
 RESUME_ARGUMENTS = frozenset({"afterRevision", "after"})
 CACHE_SIZE = 1024
 
@@ -125,9 +132,10 @@ class Documents:
         try:
             document = parse(text, max_tokens=self._max_tokens)
         except GraphQLError as error:
-            entry = Prepared(None, [error])
+            entry = Prepared(None, [with_code(error, PARSE_FAILED)])
         else:
-            entry = Prepared(document, self._validate(self._schema, document))
+            errors = self._validate(self._schema, document)
+            entry = Prepared(document, [with_code(e, VALIDATION_FAILED) for e in errors])
         _remember(self._prepared, text, entry, self._size)
         return entry
 
@@ -158,7 +166,7 @@ def _operation(prepared: Prepared, text: str, name: str | None) -> Operation | l
         message = f"Unknown operation named '{name}'." if name else "Must provide an operation."
         if name is None and len(node.definitions) > 1:
             message = "Must provide operation name if query contains multiple operations."
-        return [GraphQLError(message)]
+        return [GraphQLError(message, extensions={"code": OPERATION_RESOLUTION_FAILURE})]
     is_subscription = definition.operation is OperationType.SUBSCRIPTION
     return Operation(
         text=text,

@@ -17,6 +17,7 @@ from strawberry.execution import optimized_is_awaitable
 
 from punchcard.gql.context import Context
 from punchcard.gql.documents import Documents, Operation
+from punchcard.gql.errors import BAD_USER_INPUT, request_errors, with_code
 from punchcard.gql.schema import PunchcardSchema
 from punchcard.internals import StrawberryCore, strawberry_core
 
@@ -58,14 +59,16 @@ class Engine:
         if isawaitable(result):
             result = await result
         assert isinstance(result, ExecutionResult)
+        if result.errors:
+            result.errors = request_errors(result.data, result.errors)
         return result
 
     def subscription(
         self, operation: Operation, variables: dict[str, Any] | None, context: Context
     ) -> Executor[Any] | list[Any]:
         """graphql-core's executor for a subscription (the hub runs it per event), or the
-        errors its variables raise."""
-        return self.executor_class.build(
+        errors its variables raise (BAD_USER_INPUT)."""
+        executor = self.executor_class.build(
             self.graphql_schema,
             operation.node,
             context_value=context,
@@ -73,3 +76,6 @@ class Engine:
             operation_name=operation.name,
             is_awaitable=optimized_is_awaitable,  # type: ignore[arg-type]
         )
+        if isinstance(executor, list):
+            return [with_code(error, BAD_USER_INPUT) for error in executor]
+        return executor

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import dataclass
 from typing import Any
 
-from graphql import ExecutionResult, OperationType, get_operation_ast
+from graphql import ExecutionResult, GraphQLError, OperationType
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.websockets import WebSocket
@@ -23,6 +24,8 @@ from strawberry.asgi import GraphQL
 
 from punchcard.gql.context import Context, Services, authenticate, build_context
 from punchcard.gql.engine import Engine
+from punchcard.gql.errors import BAD_REQUEST
+from punchcard.gql.payloads import PayloadError, loads
 from punchcard.gql.results import response
 
 Scope = MutableMapping[str, Any]
@@ -30,14 +33,38 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
-MAX_BODY = 1 << 20
+MAX_BODY = 1 << 20  # bytes; a larger body is refused with 413
 _HEADERS = [(b"content-type", b"application/json")]
+_FIELDS = frozenset({"query", "variables", "operationName", "extensions"})
+
+
+class Refusal(Exception):
+    """Not a GraphQL request: answered with ``status`` and one error (``BAD_REQUEST``...)."""
+
+    def __init__(self, status: int, message: str, code: str = BAD_REQUEST) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+
+
+@dataclass(frozen=True, slots=True)
+class GraphQLRequest:
+    query: str
+    variables: dict[str, Any] | None
+    operation_name: str | None
 
 
 class GraphQLHTTP:
     """The ASGI endpoint of ``/graphql`` over HTTP, mounted as a route (so every middleware
-    sees it): plain JSON POSTs are answered here; everything else goes to strawberry's view
-    on the same schema (GraphiQL on GET, batches, other content types, subscriptions)."""
+    sees it).
+
+    A JSON POST is checked here whichever path runs it: a body that is not a GraphQL
+    request (not JSON, not an object, wrong types, unpaired surrogates, a batch, too
+    large) gets a JSON error with a code and a 4xx; a document that does not parse,
+    validate or name one operation gets its coded errors; a subscription is refused
+    (it runs over the WebSocket). What is left runs on the engine (the fast path) or,
+    with ``fast=False``, strawberry's view. Everything else (GET: GraphiQL, other content
+    types) goes to strawberry's view on the same schema."""
 
     def __init__(self, engine: Engine, *, fast: bool = True) -> None:
         self._engine = engine
@@ -45,38 +72,50 @@ class GraphQLHTTP:
         self._fallback = StrawberryView(engine.schema, allow_queries_via_get=False)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if not self._fast or scope["method"] != "POST":
+        content_type = _header(scope, b"content-type") or ""
+        if scope["method"] != "POST" or not content_type.startswith("application/json"):
             await self._fallback(scope, receive, send)
             return
-        body, more = await _read_body(receive)
-        request = _plain_request(scope, body) if not more else None
-        if request is None:
-            await self._fallback(scope, _replay(body, more, receive), send)
+        try:
+            body = await _read_body(scope, receive)
+            request = _graphql_request(body)
+        except Refusal as refusal:
+            refused = {"message": str(refusal), "extensions": {"code": refusal.code}}
+            await _answer(send, refusal.status, {"errors": [refused]})
             return
-        query, variables, operation_name = request
         documents = self._engine.documents
-        prepared = documents.prepare(query)
-        if prepared.document is not None and not prepared.errors:
-            operation = get_operation_ast(prepared.document, operation_name)
-            if operation is None or operation.operation is OperationType.SUBSCRIPTION:
-                await self._fallback(scope, _replay(body, more, receive), send)
-                return
+        found = documents.operation(request.query, request.operation_name)
+        if isinstance(found, list):
+            await _answer(send, 200, response(ExecutionResult(data=None, errors=found)))
+            return
+        if found.type is OperationType.SUBSCRIPTION:
+            over_http = GraphQLError(
+                "subscriptions run over a WebSocket at /graphql (graphql-transport-ws or "
+                "graphql-ws), not over HTTP",
+                extensions={"code": BAD_REQUEST},
+            )
+            await _answer(send, 200, response(ExecutionResult(data=None, errors=[over_http])))
+            return
+        if not self._fast:
+            await self._fallback(scope, _replay(body, receive), send)
+            return
         services: Services = scope["app"].state.services
         caller = await authenticate(services, _header(scope, b"authorization"))
-        found = documents.operation(query, operation_name)
-        if isinstance(found, list):
-            result = ExecutionResult(data=None, errors=found)
-        else:
-            result = await self._engine.execute(found, variables, build_context(services, caller))
-        payload = json.dumps(response(result), separators=(",", ":")).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 200,
-                "headers": [*_HEADERS, (b"content-length", str(len(payload)).encode())],
-            }
-        )
-        await send({"type": "http.response.body", "body": payload})
+        context = build_context(services, caller)
+        result = await self._engine.execute(found, request.variables, context)
+        await _answer(send, 200, response(result))
+
+
+async def _answer(send: Send, status: int, body: dict[str, Any]) -> None:
+    payload = json.dumps(body, separators=(",", ":")).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [*_HEADERS, (b"content-length", str(len(payload)).encode())],
+        }
+    )
+    await send({"type": "http.response.body", "body": payload})
 
 
 class StrawberryView(GraphQL[Context, None]):
@@ -97,35 +136,37 @@ def _header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
-def _plain_request(
-    scope: Scope, body: bytes
-) -> tuple[str, dict[str, Any] | None, str | None] | None:
-    """(query, variables, operationName) of a plain JSON request, else None."""
-    content_type = _header(scope, b"content-type") or ""
-    if scope["method"] != "POST" or not content_type.startswith("application/json"):
-        return None
+def _graphql_request(body: bytes) -> GraphQLRequest:
+    """The request in a JSON body, or the Refusal that says what is wrong with it."""
     try:
-        data = json.loads(body)
-    except ValueError:
-        return None
-    if not isinstance(data, dict) or set(data) - {"query", "variables", "operationName"}:
-        return None
-    query, variables, operation_name = (
-        data.get("query"),
-        data.get("variables"),
-        data.get("operationName"),
-    )
+        data = loads(body)
+    except PayloadError as error:
+        raise Refusal(400, f"the body {error}") from None
+    if isinstance(data, list):
+        raise Refusal(400, "batched requests are not supported: send one operation per request")
+    if not isinstance(data, dict):
+        raise Refusal(400, "the body must be a JSON object with a `query`")
+    unknown = set(data) - _FIELDS
+    if unknown:
+        raise Refusal(400, f"unknown request fields: {', '.join(sorted(unknown))[:200]}")
+    query, variables = data.get("query"), data.get("variables")
+    operation_name, extensions = data.get("operationName"), data.get("extensions")
     if not isinstance(query, str) or not query:
-        return None
+        raise Refusal(400, "`query` must be a non-empty string")
     if variables is not None and not isinstance(variables, dict):
-        return None
+        raise Refusal(400, "`variables` must be an object")
     if operation_name is not None and not isinstance(operation_name, str):
-        return None
-    return query, variables, operation_name
+        raise Refusal(400, "`operationName` must be a string")
+    if extensions is not None and not isinstance(extensions, dict):
+        raise Refusal(400, "`extensions` must be an object")
+    return GraphQLRequest(query, variables, operation_name)
 
 
-async def _read_body(receive: Receive) -> tuple[bytes, bool]:
-    """The request body, up to MAX_BODY; ``more`` is True when it is larger."""
+async def _read_body(scope: Scope, receive: Receive) -> bytes:
+    """The request body; larger than MAX_BODY is a 413 (refused before reading it all)."""
+    length = _header(scope, b"content-length")
+    if length is not None and length.isdigit() and int(length) > MAX_BODY:
+        raise Refusal(413, f"the body is larger than {MAX_BODY} bytes", "PAYLOAD_TOO_LARGE")
     chunks: list[bytes] = []
     size = 0
     while True:
@@ -133,21 +174,21 @@ async def _read_body(receive: Receive) -> tuple[bytes, bool]:
         chunk = message.get("body", b"")
         chunks.append(chunk)
         size += len(chunk)
-        if not message.get("more_body", False):
-            return b"".join(chunks), False
         if size > MAX_BODY:
-            return b"".join(chunks), True
+            raise Refusal(413, f"the body is larger than {MAX_BODY} bytes", "PAYLOAD_TOO_LARGE")
+        if not message.get("more_body", False):
+            return b"".join(chunks)
 
 
-def _replay(body: bytes, more: bool, receive: Receive) -> Receive:
-    """A ``receive`` that yields the body already read, then the rest of the stream."""
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """A ``receive`` that yields the body already read, then whatever comes after it."""
     sent = False
 
     async def replay() -> Message:
         nonlocal sent
         if not sent:
             sent = True
-            return {"type": "http.request", "body": body, "more_body": more}
+            return {"type": "http.request", "body": body, "more_body": False}
         return await receive()
 
     return replay

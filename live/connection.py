@@ -33,6 +33,7 @@ from punchcard.db.errors import DomainError
 from punchcard.gql.auth import Principal
 from punchcard.gql.context import build_context
 from punchcard.gql.documents import Operation
+from punchcard.gql.payloads import PayloadError, loads
 from punchcard.gql.results import formatted_errors, response
 from punchcard.live.hub import Hub, OperationErrors, Subscriber, as_graphql_error
 from punchcard.live.outbox import Outbox
@@ -166,9 +167,9 @@ class Connection:
         if text is None:
             raise Refused(4400, "WebSocket messages must be text")
         try:
-            data = json.loads(text)
-        except ValueError:
-            raise Refused(4400, "Invalid message: not JSON") from None
+            data = loads(text)
+        except PayloadError as error:
+            raise Refused(4400, f"Invalid message: it {error}") from None
         if not isinstance(data, dict) or not isinstance(data.get("type"), str):
             raise Refused(4400, "Invalid message: no type")
         return data

@@ -16,6 +16,7 @@ class Settings:
     data_dir: Path = Path(".punchcard")
     jwt_secret: str = DEV_JWT_SECRET
     jwt_audience: str | None = None
+    jwt_leeway_seconds: float = 30.0  # clock skew allowed on a JWT's iat, nbf and exp
     host: str = "127.0.0.1"
     port: int = 8000
     pool_min_size: int = 2
@@ -60,6 +61,9 @@ class Settings:
             data_dir=Path(env.get("PUNCHCARD_DATA_DIR") or default.data_dir),
             jwt_secret=env.get("JWT_SECRET") or default.jwt_secret,
             jwt_audience=env.get("JWT_AUDIENCE") or None,
+            jwt_leeway_seconds=get_float(
+                "PUNCHCARD_JWT_LEEWAY_SECONDS", default.jwt_leeway_seconds
+            ),
             host=env.get("PUNCHCARD_HOST") or default.host,
             port=get_int("PUNCHCARD_PORT", default.port),
             pool_min_size=get_int("PUNCHCARD_POOL_MIN", default.pool_min_size),

@@ -53,6 +53,7 @@ def token(subject: str, ttl_seconds: int = 3600, **claims: Any) -> str:
 
 
 def serve_env(db_url: str, **overrides: str) -> dict[str, str]:
+    overrides.setdefault("PUNCHCARD_JWT_LEEWAY_SECONDS", "0")  # expiry tests wait for exp
     return child_env(
         DATABASE_URL=db_url, JWT_SECRET=JWT_SECRET, PUNCHCARD_DEBUG_STATS="1", **overrides
     )
