@@ -12,12 +12,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-import asyncpg
-
 from punchcard.db import checks, idempotency
 from punchcard.db.errors import Code, DomainError, bad_input, not_found
 from punchcard.db.notify import BOOKING, BOOKINGS, PURCHASE, notify_sql
-from punchcard.db.types import Executor, Row
+from punchcard.db.types import Acquirer, Executor, Row
 
 BOOKING_COLUMNS = (
     "id, trainer_id, client_id, purchase_id, starts_at, ends_at, status, charged, unpaid, "
@@ -243,7 +241,7 @@ async def _transition(
 
 
 async def transition(
-    pool: asyncpg.Pool,
+    pool: Acquirer,
     *,
     trainer_id: int,
     booking_id: int,
@@ -281,7 +279,7 @@ async def transition(
 
 
 async def sweep_batch(
-    pool: asyncpg.Pool, *, grace_minutes: int, batch_size: int, now: datetime | None = None
+    pool: Acquirer, *, grace_minutes: int, batch_size: int, now: datetime | None = None
 ) -> list[Row]:
     """Complete and charge one batch of due bookings; an empty list means none are due."""
     async with pool.acquire() as conn, conn.transaction():

@@ -16,6 +16,7 @@ class Code(StrEnum):
     BAD_USER_INPUT = "BAD_USER_INPUT"
     UNAUTHENTICATED = "UNAUTHENTICATED"
     FORBIDDEN = "FORBIDDEN"
+    SERVICE_UNAVAILABLE = "SERVICE_UNAVAILABLE"
 
 
 class DomainError(Exception):
@@ -26,7 +27,18 @@ class DomainError(Exception):
         self.code = code
         self.message = message
         # graphql-core copies an original error's ``extensions`` onto the GraphQL error.
-        self.extensions = {"code": code.value}
+        self.extensions: dict[str, object] = {"code": code.value}
+        if code is Code.SERVICE_UNAVAILABLE:
+            self.extensions["retryable"] = True
+
+
+def unavailable(error: BaseException) -> DomainError:
+    """The database did not answer in time (``db.pool.UNAVAILABLE``): retry later; with an
+    ``idempotencyKey`` a retry is safe even if the change did commit."""
+    return DomainError(
+        Code.SERVICE_UNAVAILABLE,
+        f"the database is not answering ({type(error).__name__}); retry shortly",
+    )
 
 
 def not_found(kind: str) -> DomainError:

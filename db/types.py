@@ -18,3 +18,9 @@ class Executor(Protocol):
     async def fetchval(self, query: str, *args: Any) -> Any: ...
 
     async def execute(self, query: str, *args: Any) -> str: ...
+
+
+class Acquirer(Protocol):
+    """A pool: ``async with pool.acquire() as conn`` (asyncpg's, or ``db.pool.Pool``)."""
+
+    def acquire(self) -> Any: ...

@@ -6,11 +6,11 @@ import secrets
 import time
 from dataclasses import dataclass
 
-import asyncpg
 import jwt
 
 from punchcard.db import trainers
 from punchcard.db.errors import Code, DomainError
+from punchcard.db.pool import Pool
 from punchcard.settings import Settings
 
 API_KEY_PREFIX = "pc_"
@@ -69,7 +69,7 @@ def _text_claim(value: object, max_length: int) -> str | None:
 class Authenticator:
     """Verifies tokens; verified JWTs are cached briefly (never past their expiry)."""
 
-    def __init__(self, settings: Settings, pool: asyncpg.Pool) -> None:
+    def __init__(self, settings: Settings, pool: Pool) -> None:
         self._settings = settings
         self._pool = pool
         self._cache: dict[str, tuple[Principal, float]] = {}

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import asyncpg
 from strawberry.types import Info as StrawberryInfo
 
-from punchcard.db.errors import Code, DomainError
+from punchcard.db.errors import Code, DomainError, unavailable
+from punchcard.db.pool import UNAVAILABLE, Database
 from punchcard.gql.auth import Authenticator, Principal
 from punchcard.gql.loaders import Loaders
 from punchcard.settings import Settings
@@ -25,7 +25,7 @@ Caller = Principal | DomainError | None
 class Services:
     """What every request shares, opened by the app's lifespan."""
 
-    pool: asyncpg.Pool
+    pool: Database
     settings: Settings
     authenticator: Authenticator
 
@@ -79,6 +79,8 @@ async def authenticate(services: Services, authorization: str | None) -> Caller:
         return await services.authenticator.authenticate(authorization)
     except DomainError as error:
         return error
+    except UNAVAILABLE as error:  # provisioning or an API key lookup could not run
+        return unavailable(error)
 
 
 Info = StrawberryInfo[Context, None]

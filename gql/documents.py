@@ -92,6 +92,9 @@ class Operation:
     type: OperationType
     variables: tuple[str, ...]  # declared, in order
     resume_variable: str | None
+    # A mutation of more than one root field (or of fragments): its fields commit
+    # together or not at all (``Engine.execute``).
+    atomic: bool = False
 
     def group_variables(self, values: dict[str, Any] | None) -> str:
         """The variables that shape events, canonically: part of the group key."""
@@ -179,4 +182,9 @@ def _operation(prepared: Prepared, text: str, name: str | None) -> Operation | l
             if isinstance(d, VariableDefinitionNode)
         ),
         resume_variable=_resume_variable(node, definition) if is_subscription else None,
+        atomic=definition.operation is OperationType.MUTATION
+        and not (
+            len(definition.selection_set.selections) == 1
+            and isinstance(definition.selection_set.selections[0], FieldNode)
+        ),
     )

@@ -8,18 +8,35 @@ endpoint, the WebSocket's queries and mutations and the live hub all go through 
 
 from __future__ import annotations
 
+from dataclasses import replace
 from inspect import isawaitable
 from typing import Any
 
-from graphql import ExecutionResult, GraphQLSchema
+from graphql import ExecutionResult, GraphQLError, GraphQLSchema
 from graphql.execution import Executor, execute
 from strawberry.execution import optimized_is_awaitable
 
-from punchcard.gql.context import Context
+from punchcard.db.pool import OneConnection
+from punchcard.gql.context import Caller, Context, Services, build_context
 from punchcard.gql.documents import Documents, Operation
 from punchcard.gql.errors import BAD_USER_INPUT, request_errors, with_code
 from punchcard.gql.schema import PunchcardSchema
 from punchcard.internals import StrawberryCore, strawberry_core
+
+
+def _rolled_back(error: GraphQLError) -> GraphQLError:
+    """A failed field's error, saying that the mutation's other fields did not commit."""
+    extensions = dict(error.extensions or {})
+    extensions["rolledBack"] = True
+    return GraphQLError(
+        error.message,
+        nodes=error.nodes,
+        source=error.source,
+        positions=error.positions,
+        path=error.path,
+        original_error=error.original_error,
+        extensions=extensions,
+    )
 
 
 class EngineUnavailable(RuntimeError):
@@ -44,9 +61,39 @@ class Engine:
         )
 
     async def execute(
+        self,
+        operation: Operation,
+        variables: dict[str, Any] | None,
+        services: Services,
+        caller: Caller,
+    ) -> ExecutionResult:
+        """Run a query or mutation (validated: ``documents.operation``) for ``caller``.
+
+        A mutation of several root fields runs in one transaction on one connection: if
+        any field fails, none of them commits and ``data`` is null (graphql-core runs the
+        fields in order, so a failed field after a committed one would otherwise leave a
+        change the answer does not show). A single-field mutation is one statement (or its
+        own transaction) already, and keeps its one round trip."""
+        if not operation.atomic:
+            return await self._run(operation, variables, build_context(services, caller))
+        async with services.pool.acquire() as conn:
+            transaction = conn.transaction()
+            await transaction.start()
+            try:
+                one = replace(services, pool=OneConnection(conn))
+                result = await self._run(operation, variables, build_context(one, caller))
+            except BaseException:
+                await transaction.rollback()
+                raise
+            if result.errors:
+                await transaction.rollback()
+                return ExecutionResult(data=None, errors=[_rolled_back(e) for e in result.errors])
+            await transaction.commit()
+            return result
+
+    async def _run(
         self, operation: Operation, variables: dict[str, Any] | None, context: Context
     ) -> ExecutionResult:
-        """Run a query or mutation (validated: ``documents.operation``)."""
         result = execute(
             self.graphql_schema,
             operation.node,

@@ -17,7 +17,8 @@ from collections.abc import Iterator
 from graphql import GraphQLError
 from strawberry.extensions import MaskErrors
 
-from punchcard.db.errors import DomainError
+from punchcard.db.errors import DomainError, unavailable
+from punchcard.db.pool import UNAVAILABLE
 
 log = logging.getLogger("punchcard.errors")
 
@@ -58,9 +59,21 @@ def _is_unexpected(error: GraphQLError) -> bool:
 
 
 def masked(error: GraphQLError) -> GraphQLError:
-    """The error a client sees: unexpected ones are logged and replaced."""
+    """The error a client sees: unexpected ones are logged and replaced; a database that
+    did not answer in time is a retryable SERVICE_UNAVAILABLE."""
     if not _is_unexpected(error):
         return error
+    if isinstance(error.original_error, UNAVAILABLE):
+        log.warning("database unavailable at %s: %r", error.path, error.original_error)
+        busy = unavailable(error.original_error)
+        return GraphQLError(
+            busy.message,
+            nodes=error.nodes,
+            source=error.source,
+            positions=error.positions,
+            path=error.path,
+            extensions=busy.extensions,
+        )
     log.error("unexpected error at %s", error.path, exc_info=error.original_error)
     return GraphQLError(
         "Unexpected error.",

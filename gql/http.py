@@ -96,13 +96,12 @@ class GraphQLHTTP:
             )
             await _answer(send, 200, response(ExecutionResult(data=None, errors=[over_http])))
             return
-        if not self._fast:
+        if not self._fast and not found.atomic:  # atomic mutations need the engine
             await self._fallback(scope, _replay(body, receive), send)
             return
         services: Services = scope["app"].state.services
         caller = await authenticate(services, _header(scope, b"authorization"))
-        context = build_context(services, caller)
-        result = await self._engine.execute(found, request.variables, context)
+        result = await self._engine.execute(found, request.variables, services, caller)
         await _answer(send, 200, response(result))
 
 

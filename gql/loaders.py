@@ -6,17 +6,17 @@ from collections import defaultdict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
-import asyncpg
 from strawberry.dataloader import DataLoader
 
 from punchcard.db import bookings, clients, offers, purchases
+from punchcard.db.pool import Database
 
 Row = Mapping[str, Any]
 Fetch = Callable[..., Awaitable[list[Row]]]
 LedgerPageKey = tuple[int, int, int]  # (purchase id, after cursor, rows wanted)
 
 
-def _by_id(pool: asyncpg.Pool, trainer_id: int, fetch: Fetch) -> DataLoader[int, Row | None]:
+def _by_id(pool: Database, trainer_id: int, fetch: Fetch) -> DataLoader[int, Row | None]:
     async def load(ids: Sequence[int]) -> list[Row | None]:
         rows = {row["id"]: row for row in await fetch(pool, trainer_id=trainer_id, ids=ids)}
         return [rows.get(i) for i in ids]
@@ -27,7 +27,7 @@ def _by_id(pool: asyncpg.Pool, trainer_id: int, fetch: Fetch) -> DataLoader[int,
 class Loaders:
     """Created lazily per request; each loader batches every key asked for in one tick."""
 
-    def __init__(self, pool: asyncpg.Pool, trainer_id: int) -> None:
+    def __init__(self, pool: Database, trainer_id: int) -> None:
         self.client = _by_id(pool, trainer_id, clients.by_ids)
         self.purchase = _by_id(pool, trainer_id, purchases.by_ids)
         self.booking = _by_id(pool, trainer_id, bookings.by_ids)

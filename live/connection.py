@@ -29,9 +29,9 @@ from typing import Any
 
 from graphql import GraphQLError, OperationType
 
-from punchcard.db.errors import DomainError
+from punchcard.db.errors import Code, DomainError
 from punchcard.gql.auth import Principal
-from punchcard.gql.context import build_context
+from punchcard.gql.context import authenticate
 from punchcard.gql.documents import Operation
 from punchcard.gql.payloads import PayloadError, loads
 from punchcard.gql.results import formatted_errors, response
@@ -201,13 +201,13 @@ class Connection:
         if payload is not None and not isinstance(payload, dict):
             raise Refused(4400, "Invalid connection init payload")
         header = _header(self._scope, b"authorization")
-        try:
-            principal = await self.hub.services.authenticator.authenticate(
-                credentials(payload, header)
-            )
-        except DomainError as error:
-            await self._reject(error.message)
+        caller = await authenticate(self.hub.services, credentials(payload, header))
+        if isinstance(caller, DomainError):
+            if caller.code is Code.SERVICE_UNAVAILABLE:  # 1013: try again later
+                raise Refused(1013, caller.message)
+            await self._reject(caller.message)
             return
+        principal = caller
         if principal is None:
             await self._reject("send a token in the connection_init payload (Authorization)")
             return
@@ -305,8 +305,7 @@ class Connection:
             self._done(op_id, errors=[as_graphql_error(error)])
 
     async def _execute(self, op_id: str, op: Operation, variables: dict[str, Any] | None) -> None:
-        context = build_context(self.hub.services, self.principal)
-        result = await self.hub.engine.execute(op, variables, context)
+        result = await self.hub.engine.execute(op, variables, self.hub.services, self.principal)
         if op_id not in self.subscribers:
             return
         message = {"id": op_id, "type": self.protocol.result, "payload": response(result)}

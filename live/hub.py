@@ -36,13 +36,13 @@ from dataclasses import dataclass, field
 from inspect import isawaitable
 from typing import Any
 
-import asyncpg
 from graphql import ExecutionResult, GraphQLError
 from graphql.execution import Executor, create_source_event_stream, execute_subscription_event
 
 from punchcard.db import changes
 from punchcard.db.changes import Changes, Want
 from punchcard.db.notify import Notice
+from punchcard.db.pool import Database
 from punchcard.gql.auth import Principal
 from punchcard.gql.context import Context, Services, build_context
 from punchcard.gql.documents import Operation
@@ -240,7 +240,7 @@ class Hub:
     # -- lifecycle ------------------------------------------------------------------
 
     @property
-    def pool(self) -> asyncpg.Pool:
+    def pool(self) -> Database:
         return self.services.pool
 
     def start(self) -> None:

@@ -22,6 +22,9 @@ class Settings:
     pool_min_size: int = 2
     pool_max_size: int = 20
     statement_cache_size: int = 100
+    pool_acquire_timeout_seconds: float = 5.0  # waiting for a free connection
+    statement_timeout_ms: int = 10_000  # PostgreSQL's statement_timeout on API connections
+    command_timeout_seconds: float = 15.0  # asyncpg gives up on a query after this
     max_query_depth: int = 10
     max_aliases: int = 30
     max_tokens: int = 2000
@@ -70,6 +73,15 @@ class Settings:
             pool_max_size=get_int("PUNCHCARD_POOL_MAX", default.pool_max_size),
             statement_cache_size=get_int(
                 "PUNCHCARD_STATEMENT_CACHE_SIZE", default.statement_cache_size
+            ),
+            pool_acquire_timeout_seconds=get_float(
+                "PUNCHCARD_POOL_ACQUIRE_TIMEOUT_SECONDS", default.pool_acquire_timeout_seconds
+            ),
+            statement_timeout_ms=get_int(
+                "PUNCHCARD_STATEMENT_TIMEOUT_MS", default.statement_timeout_ms
+            ),
+            command_timeout_seconds=get_float(
+                "PUNCHCARD_COMMAND_TIMEOUT_SECONDS", default.command_timeout_seconds
             ),
             max_query_depth=get_int("PUNCHCARD_MAX_QUERY_DEPTH", default.max_query_depth),
             max_aliases=get_int("PUNCHCARD_MAX_ALIASES", default.max_aliases),

@@ -30,6 +30,7 @@ from starlette.types import Receive, Scope, Send
 
 from punchcard import internals
 from punchcard.db.listen import Listener
+from punchcard.db.pool import UNAVAILABLE, Pool
 from punchcard.gql.auth import Authenticator
 from punchcard.gql.context import Services
 from punchcard.gql.engine import Engine
@@ -72,6 +73,8 @@ async def create_pool(settings: Settings, on_connect: ConnectionHook | None = No
         min_size=settings.pool_min_size,
         max_size=settings.pool_max_size,
         statement_cache_size=settings.statement_cache_size,
+        command_timeout=settings.command_timeout_seconds,
+        server_settings={"statement_timeout": str(settings.statement_timeout_ms)},
         reset=_keep_session,
         init=on_connect,
     )
@@ -98,7 +101,10 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         assert settings.database_url
-        pool = await create_pool(settings, on_connect)
+        pool = Pool(
+            await create_pool(settings, on_connect),
+            acquire_timeout=settings.pool_acquire_timeout_seconds,
+        )
         services = app.state.services = Services(pool, settings, Authenticator(settings, pool))
         # Live updates: the hub fans out what the one LISTEN connection wakes it for.
         hub = app.state.hub = Hub(services, engine, naive=settings.live_naive)
@@ -133,8 +139,22 @@ def create_app(
             await pool.close()
 
     async def health(request: Request) -> Response:
-        await request.app.state.services.pool.fetchval("SELECT 1")
+        """Liveness: the process answers (no database involved, so it never hangs on one)."""
         return JSONResponse({"status": "ok"})
+
+    async def ready(request: Request) -> Response:
+        """Readiness: PostgreSQL answers within the pool's timeout and LISTEN is up."""
+        state = request.app.state
+        checks = {"database": False, "listener": bool(state.listener.connected)}
+        try:
+            async with asyncio.timeout(settings.pool_acquire_timeout_seconds):
+                checks["database"] = await state.services.pool.fetchval("SELECT true")
+        except UNAVAILABLE:
+            pass
+        ok = all(checks.values())
+        return JSONResponse(
+            {"status": "ok" if ok else "unavailable", **checks}, status_code=200 if ok else 503
+        )
 
     async def live_stats(request: Request) -> Response:
         """Live-update counters, for tests and benchmarks (PUNCHCARD_DEBUG_STATS, loopback)."""
@@ -163,6 +183,7 @@ def create_app(
             ),
             WebSocketRoute("/graphql", GraphQLWebSocket()),
             Route("/healthz", health),
+            Route("/readyz", ready),
             Route("/debug/live", live_stats),
         ],
         middleware=list(middleware),
