@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 
+from punchcard.db.notify import API_KEY, notify_sql
 from punchcard.db.types import Executor, Row
 
 TRAINER_COLUMNS = "id, subject, name, email, timezone, reminder_hours_before, created_at"
@@ -44,11 +45,19 @@ INSERT INTO api_keys (trainer_id, name, secret_hash, prefix, scopes) VALUES ($1,
 RETURNING {API_KEY_COLUMNS}
 """
 
+# Revoking notifies every server process: each closes the sockets the key opened.
 REVOKE_KEY = f"""
-UPDATE api_keys SET revoked_at = coalesce(revoked_at, now())
- WHERE id = $1 AND trainer_id = $2
-RETURNING {API_KEY_COLUMNS}
+WITH revoked AS (
+    UPDATE api_keys SET revoked_at = coalesce(revoked_at, now())
+     WHERE id = $1 AND trainer_id = $2
+    RETURNING {API_KEY_COLUMNS}
+), notified AS (
+    SELECT {notify_sql(trainer="r.trainer_id", kind=API_KEY, id="r.id")} FROM revoked AS r
+)
+SELECT r.* FROM (SELECT 1) AS one LEFT JOIN (revoked AS r CROSS JOIN notified) ON true
 """
+
+REVOKED_AMONG = "SELECT id FROM api_keys WHERE id = ANY($1::bigint[]) AND revoked_at IS NOT NULL"
 
 # Checked on every request (revocation takes effect at once); last_used_at is
 # written at most once a minute per key.
@@ -83,7 +92,12 @@ async def create_api_key(
 
 async def revoke_api_key(db: Executor, *, trainer_id: int, key_id: int) -> Row | None:
     row: Row | None = await db.fetchrow(REVOKE_KEY, key_id, trainer_id)
-    return row
+    return row if row is not None and row["id"] is not None else None
+
+
+async def revoked_among(db: Executor, key_ids: Sequence[int]) -> set[int]:
+    """Which of ``key_ids`` are revoked (after a missed notification)."""
+    return {row["id"] for row in await db.fetch(REVOKED_AMONG, list(key_ids))}
 
 
 async def api_key_by_secret(db: Executor, secret: str) -> Row | None:

@@ -24,6 +24,7 @@ class Principal:
     via_api_key: bool
     can_write: bool
     expires_at: float | None  # epoch seconds; the WebSocket closes then
+    api_key_id: int | None = None  # the key's sockets close when it is revoked
 
     @classmethod
     def reader(cls, trainer_id: int) -> Principal:
@@ -140,4 +141,5 @@ class Authenticator:
             via_api_key=True,
             can_write="WRITE" in key["scopes"],
             expires_at=None,
+            api_key_id=key["id"],
         )

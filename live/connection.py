@@ -7,7 +7,8 @@ Credentials come from the ``connection_init`` payload (``Authorization``/``autho
 request's ``Authorization`` header. The socket closes at the token's expiry.
 
 Close codes: 4400 bad message, 4401 subscribe before ``connection_ack`` or token expired
-("token expired"), 4403 credentials refused at ``connection_init``, 4406 unknown
+("token expired"), 4403 credentials refused at ``connection_init`` or the API key revoked
+while the socket was open (on any server process: see ``Sockets.revoked``), 4406 unknown
 subprotocol, 4408 no ``connection_init`` in time, 4409 duplicate operation id
 (graphql-transport-ws; the legacy protocol replaces the operation), 4429 second
 ``connection_init``.
@@ -24,7 +25,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Collection, MutableMapping
 from typing import Any
 
 from graphql import GraphQLError, OperationType
@@ -92,6 +93,7 @@ class Connection:
         "_closer",
         "_expiry",
         "_receive",
+        "_revoked_keys",
         "_scope",
         "_send",
         "acked",
@@ -101,6 +103,7 @@ class Connection:
         "outbox",
         "principal",
         "protocol",
+        "revoked",
         "settings",
         "subscribers",
         "tasks",
@@ -115,8 +118,10 @@ class Connection:
         *,
         hub: Hub,
         outbox: Outbox,
+        revoked: Collection[int] = (),
     ) -> None:
         self.hub = hub
+        self._revoked_keys = revoked
         self.settings: Settings = hub.services.settings
         self._scope = scope
         self._receive = receive
@@ -127,6 +132,7 @@ class Connection:
         self.init_received = False
         self.acked = False
         self.closing = False
+        self.revoked = False
         self.subscribers: dict[str, Subscriber | None] = {}  # None: still starting / a query
         self.tasks: dict[str, asyncio.Task[None]] = {}
         self._expiry: asyncio.TimerHandle | None = None
@@ -208,6 +214,9 @@ class Connection:
             await self._reject(caller.message)
             return
         principal = caller
+        if principal is not None and principal.api_key_id in self._revoked_keys:
+            await self._reject("unknown or revoked API key")  # revoked while it was checked
+            return
         if principal is None:
             await self._reject("send a token in the connection_init payload (Authorization)")
             return
@@ -232,6 +241,14 @@ class Connection:
         if self._closer is None:
             self._closer = asyncio.ensure_future(self.close(4401, "token expired"))
 
+    def revoke(self) -> None:
+        """Its API key was revoked: refuse what comes in from now on and close."""
+        self.revoked = True  # a subscribe or mutation still in the buffer is refused
+        for op_id in list(self.subscribers):
+            self._forget(op_id)
+        if self._closer is None:
+            self._closer = asyncio.ensure_future(self.close(4403, "Forbidden: API key revoked"))
+
     def keepalive(self) -> None:
         """The protocol's keep-alive (legacy ``ka``: after the ack, then periodically)."""
         kind = self.protocol.keepalive
@@ -241,6 +258,8 @@ class Connection:
     # -- operations -----------------------------------------------------------------
 
     def _start(self, message: dict[str, Any]) -> None:
+        if self.revoked:
+            raise Refused(4403, "Forbidden: API key revoked")
         if not self.acked:
             raise Refused(4401, "Unauthorized")
         op_id, payload = message.get("id"), message.get("payload")

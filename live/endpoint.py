@@ -12,9 +12,12 @@ app, ``server/app.py``).
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+from punchcard.db import trainers
+from punchcard.db.types import Executor
 from punchcard.live.connection import Connection
 from punchcard.live.hub import Hub
 from punchcard.live.outbox import Outbox
@@ -28,6 +31,8 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 RAW_SEND = "punchcard.raw_send"
+REVOKED_KEYS_KEPT = 10_000
+log = logging.getLogger(__name__)
 
 
 class Sockets:
@@ -37,14 +42,45 @@ class Sockets:
         self.settings = settings
         self.open: set[Connection] = set()
         self.accepted = 0
+        self.revoked_keys: set[int] = set()  # revoked while this process ran
         self._task: asyncio.Task[None] | None = None
+        self._checks: set[asyncio.Task[None]] = set()
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._keepalive(), name="ws-ka")
 
     async def stop(self) -> None:
         task, self._task = self._task, None
-        await cancel([task])
+        await cancel([task, *self._checks])
+
+    def revoked(self, key_id: int) -> int:
+        """API key ``key_id`` was revoked (a NOTIFY from any process): close its sockets."""
+        if len(self.revoked_keys) >= REVOKED_KEYS_KEPT:
+            self.revoked_keys.clear()  # only a race window needs them; the database has all
+        self.revoked_keys.add(key_id)
+        closing = [c for c in self.open if c.principal and c.principal.api_key_id == key_id]
+        for connection in closing:
+            connection.revoke()
+        return len(closing)
+
+    def recheck_later(self, db: Executor) -> None:
+        """After LISTEN (re)connects: a revocation may have been missed; ask the database."""
+        task = asyncio.get_running_loop().create_task(self._recheck(db))
+        self._checks.add(task)
+        task.add_done_callback(self._checks.discard)
+
+    async def _recheck(self, db: Executor) -> None:
+        keys = {c.principal.api_key_id for c in self.open if c.principal}
+        keys.discard(None)
+        if not keys:
+            return
+        try:
+            revoked = await trainers.revoked_among(db, [k for k in keys if k is not None])
+        except Exception as error:  # the next reconnect checks again
+            log.warning("re-checking API keys of open sockets failed: %r", error)
+            return
+        for key_id in revoked:
+            self.revoked(key_id)
 
     async def _keepalive(self) -> None:
         while True:
@@ -79,7 +115,9 @@ class GraphQLWebSocket:
             return
         direct = sockets.settings.ws_direct_writes
         outbox = Outbox(send, raw_send=scope.get(RAW_SEND) if direct else None)
-        connection = Connection(scope, receive, send, protocol, hub=hub, outbox=outbox)
+        connection = Connection(
+            scope, receive, send, protocol, hub=hub, outbox=outbox, revoked=sockets.revoked_keys
+        )
         sockets.open.add(connection)
         sockets.accepted += 1
         try:

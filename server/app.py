@@ -30,6 +30,7 @@ from starlette.types import Receive, Scope, Send
 
 from punchcard import internals
 from punchcard.db.listen import Listener
+from punchcard.db.notify import API_KEY, Notice
 from punchcard.db.pool import UNAVAILABLE, Pool
 from punchcard.gql.auth import Authenticator
 from punchcard.gql.context import Services
@@ -108,14 +109,25 @@ def create_app(
         services = app.state.services = Services(pool, settings, Authenticator(settings, pool))
         # Live updates: the hub fans out what the one LISTEN connection wakes it for.
         hub = app.state.hub = Hub(services, engine, naive=settings.live_naive)
+        sockets = app.state.sockets = Sockets(settings)
+
+        def on_notify(notice: Notice, pid: int) -> None:
+            if notice.kind == API_KEY and notice.row_id is not None:
+                sockets.revoked(notice.row_id)
+            else:
+                hub.notify(notice, pid)
+
+        def on_listen() -> None:
+            hub.refresh()
+            sockets.recheck_later(pool)
+
         listener = app.state.listener = Listener(
             settings.database_url,
-            on_notify=hub.notify,
-            on_listen=hub.refresh,
+            on_notify=on_notify,
+            on_listen=on_listen,
             health_seconds=settings.live_health_seconds,
             name="live-listener",
         )
-        sockets = app.state.sockets = Sockets(settings)
         hub.start()
         listener.start()
         sockets.start()

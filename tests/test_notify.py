@@ -18,7 +18,7 @@ async def test_what_the_sql_writes_the_parser_reads(db: asyncpg.Connection) -> N
         if len(heard) == 2:
             break
         await db.execute("SELECT 1")  # notifications arrive between statements
-    assert [Notice.parse(p) for p in heard] == [Notice(7, "purchase"), Notice(8, "bookings")]
+    assert [Notice.parse(p) for p in heard] == [Notice(7, "purchase", 42), Notice(8, "bookings")]
     assert len(heard[0]) < 8000
 
 
