@@ -25,10 +25,11 @@ from strawberry.extensions import (
 )
 
 from punchcard.gql.errors import MaskInternalErrors
-from punchcard.gql.limits import limit_rule
+from punchcard.gql.limits import ListSizes, limit_rule
 from punchcard.settings import Settings
 
 CACHE_SIZE = 1024
+NO_SIZES = ListSizes()
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +39,7 @@ class Roots:
     query: type
     mutation: type
     subscription: type
+    list_sizes: ListSizes = NO_SIZES  # how long each list may be (the query cost)
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,16 +49,22 @@ class Limits:
     max_depth: int
     max_aliases: int
     max_tokens: int
+    max_cost: int = 100_000
 
     @classmethod
     def of(cls, settings: Settings) -> Limits:
-        return cls(settings.max_query_depth, settings.max_aliases, settings.max_tokens)
+        return cls(
+            settings.max_query_depth,
+            settings.max_aliases,
+            settings.max_tokens,
+            settings.max_query_cost,
+        )
 
-    def rules(self) -> tuple[type[ASTValidationRule], ...]:
+    def rules(self, sizes: ListSizes) -> tuple[type[ASTValidationRule], ...]:
         """Every rule a document is validated with (the same for every path)."""
         return (
             *specified_rules,
-            limit_rule(self.max_depth, self.max_aliases),  # linear in the document
+            limit_rule(self.max_depth, self.max_aliases, self.max_cost, sizes),  # linear
         )
 
 
@@ -65,7 +73,7 @@ class PunchcardSchema(strawberry.Schema):
 
     def __init__(self, roots: Roots, limits: Limits) -> None:
         self.limits = limits
-        self.validation_rules = limits.rules()
+        self.validation_rules = limits.rules(roots.list_sizes)
         super().__init__(
             query=roots.query,
             mutation=roots.mutation,

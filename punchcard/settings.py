@@ -28,6 +28,7 @@ class Settings:
     max_query_depth: int = 10
     max_aliases: int = 30
     max_tokens: int = 2000
+    max_query_cost: int = 100_000  # nodes an answer may hold, estimated (gql/limits.py)
     token_cache_seconds: float = 60.0
     fast_path: bool = True  # plain JSON POSTs skip strawberry's view (gql/http.py)
     sweep_grace_minutes: int = 15
@@ -86,6 +87,7 @@ class Settings:
             max_query_depth=get_int("PUNCHCARD_MAX_QUERY_DEPTH", default.max_query_depth),
             max_aliases=get_int("PUNCHCARD_MAX_ALIASES", default.max_aliases),
             max_tokens=get_int("PUNCHCARD_MAX_TOKENS", default.max_tokens),
+            max_query_cost=get_int("PUNCHCARD_MAX_QUERY_COST", default.max_query_cost),
             token_cache_seconds=get_float(
                 "PUNCHCARD_TOKEN_CACHE_SECONDS", default.token_cache_seconds
             ),

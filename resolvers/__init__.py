@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from strawberry.tools import merge_types
 
+from punchcard.gql.limits import ListSizes
 from punchcard.gql.schema import Roots
+from punchcard.gql.types import LEDGER_MAX_PAGE
 from punchcard.resolvers import (
     api_keys,
     bookings,
@@ -38,4 +40,16 @@ ROOTS = Roots(
         ),
     ),
     subscription=subscriptions.Subscription,
+    # The query cost (gql/limits.py): paged fields assume their largest page when `first`
+    # is a variable; plain lists assume a busy trainer's size (a month's calendar of ~500
+    # bookings, though up to MAX_CALENDAR come back; 5 packages per client). An estimate,
+    # not a bound: it refuses the shapes that multiply, not a long list of one level.
+    list_sizes=ListSizes(
+        pages={
+            "Query.clients": clients.MAX_PAGE,
+            "Query.ledger": LEDGER_MAX_PAGE,
+            "Purchase.ledger": LEDGER_MAX_PAGE,
+        },
+        lists={"Query.bookings": 500, "Client.purchases": 5},
+    ),
 )

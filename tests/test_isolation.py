@@ -14,7 +14,8 @@ from typing import Any
 import asyncpg
 import pytest
 
-from tests.conftest import Api
+from punchcard.settings import Settings
+from tests.conftest import JWT_SECRET, Api
 from tests.helpers import COMPLETE, CREATE_BOOKING, RELEASE, USE, row_id
 from tests.refusals import (
     API_KEYS,
@@ -36,6 +37,15 @@ from tests.refusals import (
     unchanged,
 )
 from tests.test_sessions import outcomes
+
+
+@pytest.fixture
+def settings(db_url: str) -> Settings:
+    """GRAPH below reaches everything a trainer has, on purpose: far over the query cost
+    limit (tested in tests/test_limits.py), which is raised here."""
+    return Settings(
+        database_url=db_url, jwt_secret=JWT_SECRET, pool_max_size=20, max_query_cost=10**9
+    )
 
 
 @pytest.fixture
