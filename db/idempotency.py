@@ -18,6 +18,21 @@ from punchcard.db.errors import Code, DomainError
 from punchcard.db.types import Executor, Row
 
 MAX_KEY_LENGTH = 255
+MIN_RETENTION_SECONDS = 24 * 3600  # a key is kept at least a day (integrity rule 4)
+
+# One batch of keys past their retention, oldest first; keys a writer holds are skipped,
+# so a purge never waits for (or blocks) a change that uses one.
+PURGE = """
+WITH old AS (
+    SELECT trainer_id, key FROM idempotency_keys
+     WHERE created_at < coalesce($3::timestamptz, now()) - make_interval(secs => $1)
+     ORDER BY created_at
+     LIMIT $2
+       FOR UPDATE SKIP LOCKED
+)
+DELETE FROM idempotency_keys AS k USING old
+ WHERE k.trainer_id = old.trainer_id AND k.key = old.key
+"""
 
 LOOKUP = "SELECT request, result FROM idempotency_keys WHERE trainer_id = $1 AND key = $2"
 
@@ -53,6 +68,15 @@ def stored_join_sql(*, alias: str, unless: str, trainer: str, key: str) -> str:
         f"LEFT JOIN idempotency_keys AS {alias} "
         f"ON {unless} AND {alias}.trainer_id = {trainer} AND {alias}.key = {key}"
     )
+
+
+async def purge(
+    db: Executor, *, retention_seconds: float, limit: int, now: datetime | None = None
+) -> int:
+    """Delete up to ``limit`` keys older than the retention (never under a day)."""
+    keep = max(retention_seconds, MIN_RETENTION_SECONDS)
+    status = await db.execute(PURGE, keep, limit, now)
+    return int(status.rsplit(" ", 1)[-1])
 
 
 def check_key(key: str | None) -> str | None:

@@ -66,10 +66,12 @@ class GraphQLHTTP:
     with ``fast=False``, strawberry's view. Everything else (GET: GraphiQL, other content
     types) goes to strawberry's view on the same schema."""
 
-    def __init__(self, engine: Engine, *, fast: bool = True) -> None:
+    def __init__(self, engine: Engine, *, fast: bool = True, graphiql: bool = True) -> None:
         self._engine = engine
         self._fast = fast
-        self._fallback = StrawberryView(engine.schema, allow_queries_via_get=False)
+        self._fallback = StrawberryView(
+            engine.schema, allow_queries_via_get=False, graphql_ide="graphiql" if graphiql else None
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         content_type = _header(scope, b"content-type") or ""

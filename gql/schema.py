@@ -16,7 +16,12 @@ from dataclasses import dataclass
 from functools import cache
 
 import strawberry
-from graphql import ASTValidationRule, GraphQLError, specified_rules
+from graphql import (
+    ASTValidationRule,
+    GraphQLError,
+    NoSchemaIntrospectionCustomRule,
+    specified_rules,
+)
 from strawberry.extensions import (
     AddValidationRules,
     ParserCache,
@@ -50,6 +55,7 @@ class Limits:
     max_aliases: int
     max_tokens: int
     max_cost: int = 100_000
+    introspection: bool = True
 
     @classmethod
     def of(cls, settings: Settings) -> Limits:
@@ -58,6 +64,7 @@ class Limits:
             settings.max_aliases,
             settings.max_tokens,
             settings.max_query_cost,
+            settings.introspection_on,
         )
 
     def rules(self, sizes: ListSizes) -> tuple[type[ASTValidationRule], ...]:
@@ -65,6 +72,7 @@ class Limits:
         return (
             *specified_rules,
             limit_rule(self.max_depth, self.max_aliases, self.max_cost, sizes),  # linear
+            *(() if self.introspection else (NoSchemaIntrospectionCustomRule,)),
         )
 
 

@@ -10,8 +10,15 @@ from pathlib import Path
 DEV_JWT_SECRET = "punchcard-dev-secret-change-me-0123456789"
 
 
+class UnsafeSettings(ValueError):
+    """Settings production must not run with; the message says what to set."""
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
+    env: str = "development"  # PUNCHCARD_ENV; "production" turns on the checks below
+    introspection: bool | None = None  # None: on, except in production
+    graphiql: bool | None = None  # None: on, except in production
     database_url: str | None = None
     data_dir: Path = Path(".punchcard")
     jwt_secret: str = DEV_JWT_SECRET
@@ -38,6 +45,7 @@ class Settings:
     reminder_webhook_secret: str | None = None  # HMAC-SHA256 key; required with the URL
     reminder_batch_size: int = 100
     reminder_retry_seconds: float = 30.0  # first retry after a failed send; doubles, max 1 h
+    idempotency_retention_days: float = 7.0  # the sweeper purges older keys (at least 1 day)
     reminder_lease_seconds: float = 300.0  # a claimed reminder is retried after this if unmarked
     live_poll_seconds: float = 30.0  # re-read live subscriptions' changes even without NOTIFY
     live_health_seconds: float = 5.0  # the LISTEN connection's health check
@@ -60,7 +68,14 @@ class Settings:
         def get_float(name: str, fallback: float) -> float:
             return float(env[name]) if env.get(name) else fallback
 
+        def get_flag(name: str) -> bool | None:
+            value = env.get(name)
+            return None if not value else value.lower() in {"1", "true", "yes", "on"}
+
         return cls(
+            env=(env.get("PUNCHCARD_ENV") or default.env).lower(),
+            introspection=get_flag("PUNCHCARD_INTROSPECTION"),
+            graphiql=get_flag("PUNCHCARD_GRAPHIQL"),
             database_url=env.get("DATABASE_URL") or None,
             data_dir=Path(env.get("PUNCHCARD_DATA_DIR") or default.data_dir),
             jwt_secret=env.get("JWT_SECRET") or default.jwt_secret,
@@ -107,6 +122,9 @@ class Settings:
             reminder_retry_seconds=get_float(
                 "PUNCHCARD_REMINDER_RETRY_SECONDS", default.reminder_retry_seconds
             ),
+            idempotency_retention_days=get_float(
+                "PUNCHCARD_IDEMPOTENCY_RETENTION_DAYS", default.idempotency_retention_days
+            ),
             reminder_lease_seconds=get_float(
                 "PUNCHCARD_REMINDER_LEASE_SECONDS", default.reminder_lease_seconds
             ),
@@ -128,6 +146,33 @@ class Settings:
                 "PUNCHCARD_LIVE_WRITER_THREADS", default.live_writer_threads
             ),
         )
+
+    @property
+    def production(self) -> bool:
+        return self.env == "production"
+
+    @property
+    def introspection_on(self) -> bool:
+        return self.introspection if self.introspection is not None else not self.production
+
+    @property
+    def graphiql_on(self) -> bool:
+        return self.graphiql if self.graphiql is not None else not self.production
+
+    def check(self) -> list[str]:
+        """Refuse what production must not run with; otherwise what it runs with (to log)."""
+        if not self.production:
+            return []
+        if self.jwt_secret == DEV_JWT_SECRET:
+            raise UnsafeSettings(
+                "PUNCHCARD_ENV=production refuses the built-in development JWT secret: "
+                "set JWT_SECRET (at least 32 random characters)"
+            )
+        return [
+            "production mode",
+            f"introspection {'on' if self.introspection_on else 'off'}",
+            f"GraphiQL {'on' if self.graphiql_on else 'off'}",
+        ]
 
     def with_database(self, url: str) -> Settings:
         return replace(self, database_url=url)

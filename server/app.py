@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from functools import cache
 
@@ -43,6 +44,7 @@ from punchcard.resolvers import ROOTS
 from punchcard.settings import Settings
 
 LOOPBACK = frozenset({"127.0.0.1", "::1"})
+log = logging.getLogger("punchcard.app")
 
 ConnectionHook = Callable[[asyncpg.Connection], Awaitable[None]]
 
@@ -97,6 +99,8 @@ def create_app(
     on_connect: ConnectionHook | None = None,
     middleware: Sequence[Middleware] = (),
 ) -> Starlette:
+    for line in settings.check():  # raises UnsafeSettings first, where production refuses
+        log.info("%s", line)
     engine = engine_for(schema_for(settings))
 
     @contextlib.asynccontextmanager
@@ -191,7 +195,9 @@ def create_app(
     app = PunchcardApp(
         routes=[
             Route(
-                "/graphql", GraphQLHTTP(engine, fast=settings.fast_path), methods=["GET", "POST"]
+                "/graphql",
+                GraphQLHTTP(engine, fast=settings.fast_path, graphiql=settings.graphiql_on),
+                methods=["GET", "POST"],
             ),
             WebSocketRoute("/graphql", GraphQLWebSocket()),
             Route("/healthz", health),

@@ -15,7 +15,7 @@ from datetime import datetime
 from pathlib import Path
 from types import FrameType
 
-from punchcard.settings import Settings
+from punchcard.settings import Settings, UnsafeSettings
 
 log = logging.getLogger("punchcard")
 
@@ -58,6 +58,11 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
 
     host = args.host or settings.host
     port = args.port or settings.port
+    try:
+        settings.check()  # before anything starts: production refuses unsafe settings
+    except UnsafeSettings as refused:
+        print(f"punchcard serve: {refused}", file=sys.stderr)
+        return 2
     with database(settings, migrate=False) as ready:
         assert ready.database_url
         if args.demo:

@@ -4,7 +4,8 @@ Modelled on procrastinate's worker. A pass runs batches until one comes back sho
 first the completions (``db.bookings.sweep_batch``: one statement claims a batch with
 ``FOR UPDATE SKIP LOCKED`` and moves it to COMPLETED, one more charges the packages,
 writes the ledger and notifies, all in one transaction: rule 3, the same ``SETTLE``
-as ``completeBooking``), then the reminders (``db.reminders``: claim, send, mark).
+as ``completeBooking``), then the reminders (``db.reminders``: claim, send, mark), then
+the idempotency keys past ``PUNCHCARD_IDEMPOTENCY_RETENTION_DAYS`` (``db.idempotency``).
 Between passes the sweeper waits for the first of: a NOTIFY on the change channel
 (a booking was created or moved, possibly already due), the poll interval, or a stop
 signal. It listens through ``db/listen.py`` (the same helper as the API's hub: a
@@ -30,7 +31,7 @@ from typing import Any
 
 import asyncpg
 
-from punchcard.db import bookings, reminders
+from punchcard.db import bookings, idempotency, reminders
 from punchcard.db.listen import Listener
 from punchcard.db.notify import CHANNEL, PURCHASE, Notice
 from punchcard.settings import Settings
@@ -58,6 +59,7 @@ class Totals:
     unpaid: int = 0
     reminded: int = 0
     failed: int = 0
+    purged: int = 0
 
 
 class Sweeper:
@@ -175,6 +177,22 @@ class Sweeper:
         while not self.stopping:
             if await self.remind_batch(pool) < self.settings.reminder_batch_size:
                 break
+        while not self.stopping:
+            if await self.purge_batch(pool) < self.settings.sweep_batch_size:
+                break
+
+    async def purge_batch(self, pool: asyncpg.Pool) -> int:
+        """Idempotency keys past their retention, one batch (its own statement)."""
+        purged = await idempotency.purge(
+            pool,
+            retention_seconds=self.settings.idempotency_retention_days * 86400,
+            limit=self.settings.sweep_batch_size,
+            now=self.now,
+        )
+        if purged:
+            self.totals.purged += purged
+            log.info("purged %d idempotency keys past their retention", purged)
+        return purged
 
     async def complete_batch(self, pool: asyncpg.Pool) -> int:
         rows = await bookings.sweep_batch(
