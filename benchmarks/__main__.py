@@ -16,6 +16,7 @@ SUITES = {
     "http_api": (["--seconds", "10"], ["--seconds", "4"]),
     "sweeper": ([], ["--bookings", "2000"]),
     "live_updates": ([], ["--quick"]),
+    "websocket_soak": ([], ["--cycles", "2000"]),
 }
 
 

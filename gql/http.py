@@ -11,6 +11,7 @@ and compares.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
@@ -66,9 +67,17 @@ class GraphQLHTTP:
     with ``fast=False``, strawberry's view. Everything else (GET: GraphiQL, other content
     types) goes to strawberry's view on the same schema."""
 
-    def __init__(self, engine: Engine, *, fast: bool = True, graphiql: bool = True) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        fast: bool = True,
+        graphiql: bool = True,
+        body_timeout: float = 10.0,
+    ) -> None:
         self._engine = engine
         self._fast = fast
+        self._body_timeout = body_timeout
         self._fallback = StrawberryView(
             engine.schema, allow_queries_via_get=False, graphql_ide="graphiql" if graphiql else None
         )
@@ -79,7 +88,11 @@ class GraphQLHTTP:
             await self._fallback(scope, receive, send)
             return
         try:
-            body = await _read_body(scope, receive)
+            try:
+                async with asyncio.timeout(self._body_timeout):
+                    body = await _read_body(scope, receive)
+            except TimeoutError:
+                raise Refusal(408, "the body did not arrive in time", "REQUEST_TIMEOUT") from None
             request = _graphql_request(body)
         except Refusal as refusal:
             refused = {"message": str(refusal), "extensions": {"code": refusal.code}}

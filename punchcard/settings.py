@@ -32,6 +32,8 @@ class Settings:
     pool_acquire_timeout_seconds: float = 5.0  # waiting for a free connection
     statement_timeout_ms: int = 10_000  # PostgreSQL's statement_timeout on API connections
     command_timeout_seconds: float = 15.0  # asyncpg gives up on a query after this
+    body_timeout_seconds: float = 10.0  # a request body must arrive within this (else 408)
+    max_connections: int | None = None  # uvicorn's limit_concurrency (503 over it); None: off
     max_query_depth: int = 10
     max_aliases: int = 30
     max_tokens: int = 2000
@@ -56,6 +58,7 @@ class Settings:
     debug_stats: bool = False  # GET /debug/live (loopback clients only): hub counters
     ws_direct_writes: bool = True  # fan-out frames straight to uvicorn's transport (live/outbox.py)
     live_writer_threads: int = 1  # threads writing a large fan-out beside the event loop
+    gc_mode: str = "tuned"  # "tuned": freeze the startup heap, fewer young collections
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -99,6 +102,10 @@ class Settings:
             command_timeout_seconds=get_float(
                 "PUNCHCARD_COMMAND_TIMEOUT_SECONDS", default.command_timeout_seconds
             ),
+            body_timeout_seconds=get_float(
+                "PUNCHCARD_BODY_TIMEOUT_SECONDS", default.body_timeout_seconds
+            ),
+            max_connections=get_int("PUNCHCARD_MAX_CONNECTIONS", 0) or None,
             max_query_depth=get_int("PUNCHCARD_MAX_QUERY_DEPTH", default.max_query_depth),
             max_aliases=get_int("PUNCHCARD_MAX_ALIASES", default.max_aliases),
             max_tokens=get_int("PUNCHCARD_MAX_TOKENS", default.max_tokens),
@@ -145,6 +152,7 @@ class Settings:
             live_writer_threads=get_int(
                 "PUNCHCARD_LIVE_WRITER_THREADS", default.live_writer_threads
             ),
+            gc_mode=env.get("PUNCHCARD_GC") or default.gc_mode,
         )
 
     @property

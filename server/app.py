@@ -44,6 +44,10 @@ from punchcard.resolvers import ROOTS
 from punchcard.settings import Settings
 
 LOOPBACK = frozenset({"127.0.0.1", "::1"})
+# Young collections every 50,000 allocations instead of 700: with 16 calendar requests in
+# flight the default thresholds ran collections several times a second and halved
+# throughput (benchmarks/http_api.py; 22 -> 30 requests/s in-process, 38 with no GC).
+GC_THRESHOLDS = (50_000, 50, 1_000)
 log = logging.getLogger("punchcard.app")
 
 ConnectionHook = Callable[[asyncpg.Connection], Awaitable[None]]
@@ -139,13 +143,10 @@ def create_app(
         # keep it out of the collector's scans. Requests make short-lived reference
         # cycles (DataLoader futures), and full collections over the whole heap cost a
         # calendar request about a third of its time.
-        gc.collect()
-        gc.freeze()
-        # Young collections every 50,000 allocations instead of 700, full ones after
-        # 1,000 of those: with 16 calendar requests in flight the default thresholds
-        # ran a full collection several times a second and halved throughput
-        # (benchmarks/http_api.py; 22 -> 30 requests/s in-process, 38 with no GC).
-        gc.set_threshold(50_000, 50, 1_000)
+        if settings.gc_mode == "tuned":
+            gc.collect()
+            gc.freeze()
+            gc.set_threshold(*GC_THRESHOLDS)
         try:
             yield
         finally:
@@ -186,6 +187,10 @@ def create_app(
             "rss_bytes": psutil.Process().memory_info().rss,
             "internals": internals.probe_all(engine.schema),
         }
+        if request.query_params.get("collect"):  # a full collection first (the soak)
+            gc.collect()
+            body["rss_bytes"] = psutil.Process().memory_info().rss
+            body["gc_objects"] = len(gc.get_objects())
         if request.query_params.get("samples"):
             body["fanout_seconds"] = list(state.hub.fanout)
         if request.query_params.get("reset"):
@@ -196,7 +201,12 @@ def create_app(
         routes=[
             Route(
                 "/graphql",
-                GraphQLHTTP(engine, fast=settings.fast_path, graphiql=settings.graphiql_on),
+                GraphQLHTTP(
+                    engine,
+                    fast=settings.fast_path,
+                    graphiql=settings.graphiql_on,
+                    body_timeout=settings.body_timeout_seconds,
+                ),
                 methods=["GET", "POST"],
             ),
             WebSocketRoute("/graphql", GraphQLWebSocket()),

@@ -82,6 +82,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
             "ws": "websockets-sansio",
             "ws_per_message_deflate": False,
             "log_level": args.log_level,
+            "limit_concurrency": settings.max_connections,
             "access_log": False,
         }
         sweeper = _start_sweeper() if args.sweeper else None

@@ -3,6 +3,7 @@ and strawberry's view alike (hardening, defects 7, 8, 9 and 10)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
@@ -15,7 +16,8 @@ import jwt
 import pytest
 
 from punchcard.gql.auth import issue_token
-from punchcard.server.app import create_app
+from punchcard.gql.http import GraphQLHTTP
+from punchcard.server.app import create_app, engine_for, schema_for
 from punchcard.settings import Settings
 from tests.live import serve_env, socket, token
 from tests.processes import server
@@ -189,3 +191,26 @@ async def test_a_websocket_message_nested_too_deep_or_with_a_lone_surrogate_clos
         async with socket(url, token("still-fine")) as ws:  # the server carries on
             await ws.subscribe("1", "{ me { id } }")
             assert (await ws.data("1"))["me"]["id"].startswith("trn_")
+
+
+async def test_a_body_that_does_not_arrive_in_time_is_a_408(settings: Settings) -> None:
+    """A client that sends headers and then a trickle (or nothing) is cut off."""
+    endpoint = GraphQLHTTP(engine_for(schema_for(settings)), body_timeout=0.2)
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        await asyncio.Event().wait()  # the body never comes
+        raise AssertionError("unreachable")
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/graphql",
+        "headers": [(b"content-type", b"application/json"), (b"content-length", b"40")],
+    }
+    await endpoint(scope, receive, send)
+    assert sent[0]["status"] == 408
+    assert json.loads(sent[1]["body"])["errors"][0]["extensions"]["code"] == "REQUEST_TIMEOUT"
