@@ -12,31 +12,16 @@ from dataclasses import replace
 from inspect import isawaitable
 from typing import Any
 
-from graphql import ExecutionResult, GraphQLError, GraphQLSchema
+from graphql import ExecutionResult, GraphQLSchema
 from graphql.execution import Executor, execute
 from strawberry.execution import optimized_is_awaitable
 
 from punchcard.db.pool import OneConnection
 from punchcard.gql.context import Caller, Context, Services, build_context
 from punchcard.gql.documents import Documents, Operation
-from punchcard.gql.errors import BAD_USER_INPUT, request_errors, with_code
+from punchcard.gql.errors import BAD_USER_INPUT, request_errors, with_code, with_extensions
 from punchcard.gql.schema import PunchcardSchema
 from punchcard.internals import StrawberryCore, strawberry_core
-
-
-def _rolled_back(error: GraphQLError) -> GraphQLError:
-    """A failed field's error, saying that the mutation's other fields did not commit."""
-    extensions = dict(error.extensions or {})
-    extensions["rolledBack"] = True
-    return GraphQLError(
-        error.message,
-        nodes=error.nodes,
-        source=error.source,
-        positions=error.positions,
-        path=error.path,
-        original_error=error.original_error,
-        extensions=extensions,
-    )
 
 
 class EngineUnavailable(RuntimeError):
@@ -87,7 +72,9 @@ class Engine:
                 raise
             if result.errors:
                 await transaction.rollback()
-                return ExecutionResult(data=None, errors=[_rolled_back(e) for e in result.errors])
+                return ExecutionResult(
+                    data=None, errors=[with_extensions(e, rolledBack=True) for e in result.errors]
+                )
             await transaction.commit()
             return result
 

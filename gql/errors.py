@@ -30,10 +30,8 @@ BAD_USER_INPUT = "BAD_USER_INPUT"
 BAD_REQUEST = "BAD_REQUEST"
 
 
-def with_code(error: GraphQLError, code: str) -> GraphQLError:
-    """``error`` with ``extensions.code`` (kept if it has one)."""
-    if error.extensions and "code" in error.extensions:
-        return error
+def with_extensions(error: GraphQLError, **extensions: object) -> GraphQLError:
+    """``error`` with more ``extensions`` (the same message, place and cause)."""
     return GraphQLError(
         error.message,
         nodes=error.nodes,
@@ -41,8 +39,15 @@ def with_code(error: GraphQLError, code: str) -> GraphQLError:
         positions=error.positions,
         path=error.path,
         original_error=error.original_error,
-        extensions={**(error.extensions or {}), "code": code},
+        extensions={**(error.extensions or {}), **extensions},
     )
+
+
+def with_code(error: GraphQLError, code: str) -> GraphQLError:
+    """``error`` with ``extensions.code`` (kept if it has one)."""
+    if error.extensions and "code" in error.extensions:
+        return error
+    return with_extensions(error, code=code)
 
 
 def request_errors(data: object, errors: list[GraphQLError]) -> list[GraphQLError]:

@@ -7,6 +7,7 @@ import asyncio
 import itertools
 import os
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
+from starlette.applications import Starlette
 
 from punchcard.db.embedded import EmbeddedPostgres
 from punchcard.db.migrate import upgrade
@@ -130,15 +132,28 @@ class Api:
         return code
 
 
-@pytest.fixture
-async def app_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+@asynccontextmanager
+async def in_process(
+    settings: Settings, *, subject: str | None = None, headers: dict[str, str] | None = None
+) -> AsyncIterator[tuple[Starlette, httpx.AsyncClient]]:
+    """``create_app(settings)`` with its lifespan running, and a client for it (signed in
+    as trainer ``subject`` when given)."""
     app = create_app(settings)
+    auth = {"Authorization": f"Bearer {issue_token(settings, subject)}"} if subject else {}
     async with (
         app.router.lifespan_context(app),
         httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://punchcard.test"
+            transport=httpx.ASGITransport(app=app),
+            base_url="http://punchcard.test",
+            headers={**auth, **(headers or {})},
         ) as http,
     ):
+        yield app, http
+
+
+@pytest.fixture
+async def app_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    async with in_process(settings) as (_, http):
         yield http
 
 

@@ -16,9 +16,8 @@ import asyncpg
 import httpx
 import pytest
 
-from punchcard.gql.auth import issue_token
-from punchcard.server.app import create_app
 from punchcard.settings import Settings
+from tests.conftest import in_process
 
 TWO = """mutation($a: ID!, $b: ID!) {
   a: useSession(purchaseId: $a) { sessionsUsed revision }
@@ -30,14 +29,9 @@ TWO = """mutation($a: ID!, $b: ID!) {
 async def http(
     settings: Settings, request: pytest.FixtureRequest
 ) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(replace(settings, fast_path=request.param))
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app),
-            base_url="http://punchcard.test",
-            headers={"Authorization": f"Bearer {issue_token(settings, 'trainer-a')}"},
-        ) as client,
+    async with in_process(replace(settings, fast_path=request.param), subject="trainer-a") as (
+        _,
+        client,
     ):
         yield client
 

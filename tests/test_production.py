@@ -11,9 +11,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from punchcard.gql.auth import issue_token
 from punchcard.server.app import create_app
 from punchcard.settings import DEV_JWT_SECRET, Settings, UnsafeSettings
+from tests.conftest import in_process
 from tests.processes import child_env, punchcard_command
 
 INTROSPECT = "{ __schema { queryType { name } } }"
@@ -44,16 +44,7 @@ async def production(
     settings: Settings, request: pytest.FixtureRequest
 ) -> AsyncIterator[tuple[httpx.AsyncClient, bool]]:
     chosen = replace(settings, env="production", introspection=request.param)
-    app = create_app(chosen)
-    bearer = issue_token(settings, "trainer-a")
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app),
-            base_url="http://punchcard.test",
-            headers={"Authorization": f"Bearer {bearer}"},
-        ) as http,
-    ):
+    async with in_process(chosen, subject="trainer-a") as (_, http):
         yield http, bool(request.param)
 
 

@@ -15,10 +15,10 @@ import httpx
 import jwt
 import pytest
 
-from punchcard.gql.auth import issue_token
 from punchcard.gql.http import GraphQLHTTP
-from punchcard.server.app import create_app, engine_for, schema_for
+from punchcard.server.app import engine_for, schema_for
 from punchcard.settings import Settings
+from tests.conftest import in_process
 from tests.live import serve_env, socket, token
 from tests.processes import server
 
@@ -49,16 +49,9 @@ MALFORMED = {
 async def http(
     settings: Settings, request: pytest.FixtureRequest
 ) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(replace(settings, fast_path=request.param))
-    bearer = issue_token(settings, "trainer-a")
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app),
-            base_url="http://punchcard.test",
-            headers={"Authorization": f"Bearer {bearer}", "content-type": "application/json"},
-        ) as client,
-    ):
+    chosen = replace(settings, fast_path=request.param)
+    json_body = {"content-type": "application/json"}
+    async with in_process(chosen, subject="trainer-a", headers=json_body) as (_, client):
         yield client
 
 
@@ -151,11 +144,7 @@ async def test_a_small_clock_skew_is_allowed_on_iat_nbf_and_exp(
         "nbf five seconds ahead": {"nbf": now + 5},
         "exp ten seconds ago": {"exp": now - 10},
     }
-    app = create_app(replace(settings, jwt_leeway_seconds=leeway))
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://p") as http,
-    ):
+    async with in_process(replace(settings, jwt_leeway_seconds=leeway)) as (_, http):
         for claims in skewed.values():
             bearer = claims_token(settings, **claims)
             answer = await http.post(

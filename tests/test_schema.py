@@ -6,7 +6,6 @@ import subprocess
 from dataclasses import replace
 from pathlib import Path
 
-import httpx
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
@@ -18,8 +17,9 @@ from punchcard.db.migrate import sqlalchemy_url
 from punchcard.db.tables import metadata
 from punchcard.gql.auth import issue_token
 from punchcard.gql.schema import sdl
-from punchcard.server.app import create_app, schema_for
+from punchcard.server.app import schema_for
 from punchcard.settings import Settings
+from tests.conftest import in_process
 from tests.processes import punchcard_command
 
 
@@ -75,12 +75,7 @@ async def test_the_limits_come_from_the_settings_given_to_create_app(
     bearer = issue_token(settings, "trainer-a")
     answers = {}
     for name, chosen in (("strict", strict), ("loose", loose)):
-        app = create_app(chosen)
-        transport = httpx.ASGITransport(app=app)
-        async with (
-            app.router.lifespan_context(app),
-            httpx.AsyncClient(transport=transport, base_url="http://punchcard.test") as http,
-        ):
+        async with in_process(chosen) as (_, http):
             for query in (DEEP, "{ a: me { id } b: me { id } c: me { id } }"):
                 response = await http.post(
                     "/graphql", json={"query": query}, headers={"Authorization": f"Bearer {bearer}"}

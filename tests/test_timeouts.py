@@ -14,8 +14,8 @@ import pytest
 from starlette.applications import Starlette
 
 from punchcard.gql.auth import issue_token
-from punchcard.server.app import create_app
 from punchcard.settings import Settings
+from tests.conftest import in_process
 
 SELL = """mutation { c: createClient(input: {name: "Ada"}) { id } }"""
 
@@ -30,16 +30,7 @@ async def tight(settings: Settings) -> AsyncIterator[tuple[Starlette, httpx.Asyn
         pool_acquire_timeout_seconds=0.3,
         statement_timeout_ms=300,
     )
-    app = create_app(chosen)
-    bearer = issue_token(settings, "trainer-a")
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app),
-            base_url="http://punchcard.test",
-            headers={"Authorization": f"Bearer {bearer}"},
-        ) as http,
-    ):
+    async with in_process(chosen, subject="trainer-a") as (app, http):
         yield app, http
 
 
