@@ -31,53 +31,13 @@ UNAVAILABLE: tuple[type[BaseException], ...] = (
 )
 
 
-class OneConnection:
-    """One connection (in a transaction) behind the pool's interface, for the resolvers of
-    one atomic mutation; a lock keeps concurrent loaders from overlapping on it."""
+class _Queries:
+    """fetch, fetchrow, fetchval and execute, each on a connection from ``acquire()``."""
 
-    __slots__ = ("_conn", "_lock")
-
-    def __init__(self, conn: asyncpg.Connection) -> None:
-        self._conn = conn
-        self._lock = asyncio.Lock()
-
-    @contextlib.asynccontextmanager
-    async def acquire(self) -> AsyncIterator[asyncpg.Connection]:
-        async with self._lock:
-            yield self._conn
-
-    async def fetch(self, query: str, *args: Any) -> list[Row]:
-        async with self._lock:
-            rows: list[Row] = await self._conn.fetch(query, *args)
-            return rows
-
-    async def fetchrow(self, query: str, *args: Any) -> Row | None:
-        async with self._lock:
-            row: Row | None = await self._conn.fetchrow(query, *args)
-            return row
-
-    async def fetchval(self, query: str, *args: Any) -> Any:
-        async with self._lock:
-            return await self._conn.fetchval(query, *args)
-
-    async def execute(self, query: str, *args: Any) -> str:
-        async with self._lock:
-            status: str = await self._conn.execute(query, *args)
-            return status
-
-
-class Pool:
-    """What the SQL modules call ``db``/``pool``: fetch, fetchrow, fetchval, execute and
-    acquire, each waiting at most ``acquire_timeout`` seconds for a connection."""
-
-    __slots__ = ("_pool", "acquire_timeout")
-
-    def __init__(self, pool: asyncpg.Pool, *, acquire_timeout: float) -> None:
-        self._pool = pool
-        self.acquire_timeout = acquire_timeout
+    __slots__ = ()
 
     def acquire(self) -> Any:
-        return self._pool.acquire(timeout=self.acquire_timeout)
+        raise NotImplementedError
 
     async def fetch(self, query: str, *args: Any) -> list[Row]:
         async with self.acquire() as conn:
@@ -97,6 +57,36 @@ class Pool:
         async with self.acquire() as conn:
             status: str = await conn.execute(query, *args)
             return status
+
+
+class OneConnection(_Queries):
+    """One connection (in a transaction) behind the pool's interface, for the resolvers of
+    one atomic mutation; a lock keeps concurrent loaders from overlapping on it."""
+
+    __slots__ = ("_conn", "_lock")
+
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self._conn = conn
+        self._lock = asyncio.Lock()
+
+    @contextlib.asynccontextmanager
+    async def acquire(self) -> AsyncIterator[asyncpg.Connection]:
+        async with self._lock:
+            yield self._conn
+
+
+class Pool(_Queries):
+    """What the SQL modules call ``db``/``pool``: fetch, fetchrow, fetchval, execute and
+    acquire, each waiting at most ``acquire_timeout`` seconds for a connection."""
+
+    __slots__ = ("_pool", "acquire_timeout")
+
+    def __init__(self, pool: asyncpg.Pool, *, acquire_timeout: float) -> None:
+        self._pool = pool
+        self.acquire_timeout = acquire_timeout
+
+    def acquire(self) -> Any:
+        return self._pool.acquire(timeout=self.acquire_timeout)
 
     async def close(self) -> None:
         await self._pool.close()

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from graphql import (
-    ASTValidationRule,
     DocumentNode,
     FieldNode,
     GraphQLError,
@@ -27,7 +26,6 @@ from graphql import (
     parse,
     visit,
 )
-from graphql import validate as graphql_validate
 from graphql.language.visitor import SKIP, VisitorAction
 
 from punchcard.gql.errors import (
@@ -112,14 +110,14 @@ class Documents:
     def __init__(
         self,
         schema: GraphQLSchema,
-        rules: tuple[type[ASTValidationRule], ...],
         *,
+        validate: Callable[[GraphQLSchema, DocumentNode], list[GraphQLError]],
         max_tokens: int,
-        validate: Callable[[GraphQLSchema, DocumentNode], list[GraphQLError]] | None = None,
         size: int = CACHE_SIZE,
     ) -> None:
+        """``validate`` runs every rule of the schema (strawberry's own included)."""
         self._schema = schema
-        self._validate = validate or (lambda s, d: graphql_validate(s, d, rules))
+        self._validate = validate
         self._max_tokens = max_tokens
         self._size = size
         self._prepared: OrderedDict[str, Prepared] = OrderedDict()

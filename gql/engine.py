@@ -40,9 +40,8 @@ class Engine:
         rules = schema.validation_rules
         self.documents = Documents(
             self.graphql_schema,
-            rules,
-            max_tokens=schema.limits.max_tokens,
             validate=lambda s, d: core.validate(s, d, rules),
+            max_tokens=schema.limits.max_tokens,
         )
 
     async def execute(

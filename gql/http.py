@@ -83,7 +83,7 @@ class GraphQLHTTP:
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        content_type = _header(scope, b"content-type") or ""
+        content_type = header(scope, b"content-type") or ""
         if scope["method"] != "POST" or not content_type.startswith("application/json"):
             await self._fallback(scope, receive, send)
             return
@@ -115,7 +115,7 @@ class GraphQLHTTP:
             await self._fallback(scope, _replay(body, receive), send)
             return
         services: Services = scope["app"].state.services
-        caller = await authenticate(services, _header(scope, b"authorization"))
+        caller = await authenticate(services, header(scope, b"authorization"))
         result = await self._engine.execute(found, request.variables, services, caller)
         await _answer(send, 200, response(result))
 
@@ -143,8 +143,9 @@ class StrawberryView(GraphQL[Context, None]):
         return build_context(services, caller)
 
 
-def _header(scope: Scope, name: bytes) -> str | None:
-    for key, value in scope["headers"]:
+def header(scope: Scope, name: bytes) -> str | None:
+    """A request header (HTTP or WebSocket scope), by its lower-case name."""
+    for key, value in scope.get("headers", ()):
         if key == name:
             return bytes(value).decode("latin-1")
     return None
@@ -178,7 +179,7 @@ def _graphql_request(body: bytes) -> GraphQLRequest:
 
 async def _read_body(scope: Scope, receive: Receive) -> bytes:
     """The request body; larger than MAX_BODY is a 413 (refused before reading it all)."""
-    length = _header(scope, b"content-length")
+    length = header(scope, b"content-length")
     if length is not None and length.isdigit() and int(length) > MAX_BODY:
         raise Refusal(413, f"the body is larger than {MAX_BODY} bytes", "PAYLOAD_TOO_LARGE")
     chunks: list[bytes] = []

@@ -34,6 +34,7 @@ from punchcard.db.errors import Code, DomainError
 from punchcard.gql.auth import Principal
 from punchcard.gql.context import authenticate
 from punchcard.gql.documents import Operation
+from punchcard.gql.http import header
 from punchcard.gql.payloads import PayloadError, loads
 from punchcard.gql.results import formatted_errors, response
 from punchcard.live.hub import Hub, OperationErrors, Subscriber, as_graphql_error
@@ -68,7 +69,7 @@ def _bearer(value: object) -> str | None:
     return value if " " in value else f"Bearer {value}"
 
 
-def credentials(payload: dict[str, Any] | None, header: str | None) -> str | None:
+def credentials(payload: dict[str, Any] | None, upgrade_header: str | None) -> str | None:
     """The ``Authorization`` value to check: from the init payload, else the upgrade."""
     if payload:
         headers = payload.get("headers")
@@ -83,7 +84,7 @@ def credentials(payload: dict[str, Any] | None, header: str | None) -> str | Non
         ):
             if key in source:
                 return _bearer(source[key]) or "invalid"
-    return header
+    return upgrade_header
 
 
 class Connection:
@@ -206,8 +207,8 @@ class Connection:
         self.init_received = True
         if payload is not None and not isinstance(payload, dict):
             raise Refused(4400, "Invalid connection init payload")
-        header = _header(self._scope, b"authorization")
-        caller = await authenticate(self.hub.services, credentials(payload, header))
+        authorization = header(self._scope, b"authorization")
+        caller = await authenticate(self.hub.services, credentials(payload, authorization))
         if isinstance(caller, DomainError):
             if caller.code is Code.SERVICE_UNAVAILABLE:  # 1013: try again later
                 raise Refused(1013, caller.message)
@@ -395,10 +396,3 @@ class Connection:
             if task is not asyncio.current_task():
                 with contextlib.suppress(BaseException):
                     await task
-
-
-def _header(scope: Scope, name: bytes) -> str | None:
-    for key, value in scope.get("headers", ()):
-        if key == name:
-            return bytes(value).decode("latin-1")
-    return None

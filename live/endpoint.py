@@ -70,12 +70,11 @@ class Sockets:
         task.add_done_callback(self._checks.discard)
 
     async def _recheck(self, db: Executor) -> None:
-        keys = {c.principal.api_key_id for c in self.open if c.principal}
-        keys.discard(None)
+        keys = [k for c in self.open if c.principal and (k := c.principal.api_key_id) is not None]
         if not keys:
             return
         try:
-            revoked = await trainers.revoked_among(db, [k for k in keys if k is not None])
+            revoked = await trainers.revoked_among(db, keys)
         except Exception as error:  # the next reconnect checks again
             log.warning("re-checking API keys of open sockets failed: %r", error)
             return

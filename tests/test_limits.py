@@ -44,9 +44,8 @@ def calls_to_prepare(text: str) -> tuple[int, Prepared]:
 
     documents = type(engine.documents)(
         engine.graphql_schema,
-        engine.schema.validation_rules,
-        max_tokens=engine.schema.limits.max_tokens,
         validate=lambda s, d: engine.core.validate(s, d, engine.schema.validation_rules),
+        max_tokens=engine.schema.limits.max_tokens,
     )
     sys.setprofile(profile)
     try:
