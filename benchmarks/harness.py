@@ -117,14 +117,17 @@ def wrk(
     body_template: str,
     ids: Sequence[int],
     token: str = "",
+    tokens: Sequence[str] = (),
     connections: int = 16,
     seconds: int = 10,
 ) -> Load:
-    """POST ``body_template % id`` (ids taken in turn) for ``seconds``; counts responses
-    without GraphQL errors as ok (see wrk_post.lua)."""
+    """POST ``body_template % id`` (ids taken in turn; with ``tokens``, each id with its
+    own token) for ``seconds``; counts responses without GraphQL errors as ok (see
+    wrk_post.lua)."""
     assert "\n" not in body_template and "\n" not in token
     with tempfile.NamedTemporaryFile("w", suffix=".spec", delete=False) as spec:
-        spec.write("\n".join([token, body_template, *map(str, ids)]) + "\n")
+        lines = [f"{i} {t}" for i, t in zip(ids, tokens, strict=True)] if tokens else ids
+        spec.write("\n".join([token, body_template, *map(str, lines)]) + "\n")
     try:
         result = subprocess.run(
             [

@@ -5,6 +5,8 @@
 - the hot row: every request on one package, both servers.
 - the calendar: a month with 300 bookings, clients and packages; requests/s, and the
   SQL statements one request sends (asyncpg's query logger, in-process).
+- useSession over 1,000 packages of 100 trainers, taken in turn, vs one trainer's: what
+  row-level security's switch of a pooled connection to another trainer costs.
 - ``--workers`` 1 vs 2 for useSession.
 
 After each load the ledger is checked: rows added == successful responses, and the
@@ -20,6 +22,7 @@ import asyncio
 import json
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -32,6 +35,7 @@ from punchcard.server.app import create_app
 from punchcard.settings import DEV_JWT_SECRET, Settings
 
 PACKAGES = 1000
+TRAINERS = 100  # the many-trainers run: each request's pooled connection switches trainer
 USE_BODY = (
     '{"query": "mutation($id: ID!) { useSession(purchaseId: $id) '
     '{ sessionsUsed sessionsRemaining revision } }", "variables": {"id": "pur_%d"}}'
@@ -87,6 +91,38 @@ async def seed(url: str) -> tuple[list[int], int]:
         assert march + timedelta(hours=600) < march + timedelta(days=31)
         package_ids = [r["id"] for r in ids]
         return package_ids[:PACKAGES], package_ids[PACKAGES]
+    finally:
+        await conn.close()
+
+
+async def seed_trainers(url: str) -> list[tuple[int, str]]:
+    """TRAINERS more trainers with PACKAGES // TRAINERS packages each: (package id,
+    trainer subject), taken in turn so consecutive requests come from other trainers."""
+    conn = await asyncpg.connect(url)
+    try:
+        rows = await conn.fetch(
+            """
+            WITH t AS (
+                INSERT INTO trainers (id, subject)
+                SELECT 1 + n, 'bench-trainer-' || n FROM generate_series(1, $1) AS n
+                RETURNING id, subject
+            ), c AS (
+                INSERT INTO clients (trainer_id, name) SELECT id, 'Client' FROM t
+                RETURNING id, trainer_id
+            )
+            INSERT INTO purchases (trainer_id, client_id, sessions_total)
+            SELECT c.trainer_id, c.id, 1000000 FROM c, generate_series(1, $2) AS n
+            RETURNING id, trainer_id
+            """,
+            TRAINERS,
+            PACKAGES // TRAINERS,
+        )
+        subjects = {r["id"]: r["subject"] for r in await conn.fetch("SELECT * FROM trainers")}
+        by_trainer: dict[str, list[int]] = {}
+        for row in rows:
+            by_trainer.setdefault(subjects[row["trainer_id"]], []).append(row["id"])
+        each = PACKAGES // TRAINERS
+        return [(ids[i], subject) for i in range(each) for subject, ids in by_trainer.items()]
     finally:
         await conn.close()
 
@@ -157,6 +193,9 @@ def main(seconds: int = 10) -> list[Row]:
     rows: list[Row] = []
     with fresh_database() as url:
         packages, hot = asyncio.run(seed(url))
+        many = asyncio.run(seed_trainers(url))
+        many_ids = [package for package, _ in many]
+        many_tokens = [issue_token(Settings(), subject, ttl_seconds=3600) for _, subject in many]
         env = {**os.environ, "DATABASE_URL": url, "JWT_SECRET": DEV_JWT_SECRET}
         token = issue_token(Settings(), "bench-trainer", ttl_seconds=3600)
 
@@ -172,14 +211,16 @@ def main(seconds: int = 10) -> list[Row]:
                 "--workers", str(workers), "--log-level", "warning",
             ]  # fmt: skip
 
-        def measure(base: str, body: str, ids: list[int], auth: str = "") -> tuple[Load, str]:
-            wrk(base, body_template=body, ids=ids, token=auth, seconds=2)  # warm-up
+        def measure(
+            base: str, body: str, ids: list[int], auth: str = "", tokens: Sequence[str] = ()
+        ) -> tuple[Load, str]:
+            wrk(base, body_template=body, ids=ids, token=auth, tokens=tokens, seconds=2)  # warm
             time.sleep(0.5)  # the warm-up's requests in flight finish before counting
             # Each run leaves tens of thousands of dead package rows: vacuum them first,
             # so no run pays for its predecessor (autovacuum would, at random).
             asyncio.run(vacuum(url))
             before = asyncio.run(counters(url))
-            run = wrk(base, body_template=body, ids=ids, token=auth, seconds=seconds)
+            run = wrk(base, body_template=body, ids=ids, token=auth, tokens=tokens, seconds=seconds)
             return run, checked(url, run, before)
 
         port = free_port()
@@ -192,6 +233,8 @@ def main(seconds: int = 10) -> list[Row]:
             rows.append(Row("useSession, 1,000 packages", spread, spread_base, note))
             hot_run, note = measure(f"{api}/graphql", USE_BODY, [hot], token)
             rows.append(Row("useSession, one hot package", hot_run, hot_base, note))
+            switching, note = measure(f"{api}/graphql", USE_BODY, many_ids, tokens=many_tokens)
+            rows.append(Row("useSession, 100 trainers (vs 1)", switching, spread, note))
             wrk(f"{api}/graphql", body_template=CALENDAR_BODY, ids=[0], token=token, seconds=2)
             calendar = wrk(
                 f"{api}/graphql", body_template=CALENDAR_BODY, ids=[0], token=token, seconds=seconds

@@ -1,7 +1,8 @@
 -- POSTs a JSON body built from a template and a list of ids (taken in turn), and
 -- counts responses: ok = HTTP 200 without an "errors" member.
 -- The spec file (first script argument) holds the token on line 1, the body template
--- (with one %d) on line 2, then one id per line.
+-- (with one %d) on line 2, then one id per line, optionally followed by a space and a
+-- token of its own (requests as several trainers).
 
 local threads = {}
 
@@ -14,15 +15,17 @@ local function read_spec(path)
   for line in io.lines(path) do
     table.insert(lines, line)
   end
-  local ids = {}
+  local ids, tokens = {}, {}
   for i = 3, #lines do
-    table.insert(ids, tonumber(lines[i]))
+    local id, own = lines[i]:match("^(%d+)%s*(%S*)$")
+    table.insert(ids, tonumber(id))
+    table.insert(tokens, own)
   end
-  return lines[2], ids, lines[1]
+  return lines[2], ids, lines[1], tokens
 end
 
 function init(args)
-  template, ids, token = read_spec(args[1])
+  template, ids, token, tokens = read_spec(args[1])
   position = 0
   ok = 0
   failed = 0
@@ -35,7 +38,14 @@ end
 
 function request()
   position = position % #ids + 1
-  return wrk.format(nil, nil, nil, string.format(template, ids[position]))
+  local headers = nil
+  if tokens[position] ~= "" then
+    headers = {
+      ["Content-Type"] = "application/json",
+      ["Authorization"] = "Bearer " .. tokens[position],
+    }
+  end
+  return wrk.format(nil, nil, headers, string.format(template, ids[position]))
 end
 
 function response(status, headers, body)

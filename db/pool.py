@@ -6,6 +6,17 @@ acquires with ``acquire_timeout``; statements are bounded by the server's
 ``statement_timeout`` and asyncpg's ``command_timeout``, set when the pool is created
 (``server/app.py``). Whatever fires surfaces as a retryable ``SERVICE_UNAVAILABLE``
 (``UNAVAILABLE`` lists the exceptions that mean it).
+
+The API's pool is a ``TenantPool``: it connects as ``punchcard_api``, whose row-level
+security policies (migration 0004) show only the rows of the trainer in the
+connection's ``app.trainer_id``. Every checkout names its trainer (``scoped``), and a
+connection that last served someone else is switched first, one ``set_config`` round
+trip; a connection already serving that trainer is not (the common case for a trainer's
+burst of requests, and the hot path stays one round trip then). An unscoped checkout
+gets ``app.trainer_id`` cleared: no rows. The setting lives for the session rather than
+one transaction because a transaction would cost BEGIN and COMMIT round trips on every
+single-statement request; what matters is that no connection is ever handed out
+without being set for its caller, and ``acquire_as`` is the only way one is.
 """
 
 from __future__ import annotations
@@ -75,6 +86,32 @@ class OneConnection(_Queries):
             yield self._conn
 
 
+class _Unknown:
+    """What a connection's trainer is when nobody knows (new, or a switch was cut short)."""
+
+
+UNKNOWN = _Unknown()
+SCOPE_SQL = "SELECT set_config('app.trainer_id', $1, false)"
+
+
+class TenantConnection(asyncpg.Connection):  # type: ignore[misc]  # asyncpg is untyped
+    """An asyncpg connection that remembers which trainer it is scoped to."""
+
+    __slots__ = ("_trainer",)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._trainer: int | _Unknown | None = UNKNOWN
+
+    async def scope_to(self, trainer_id: int | None) -> None:
+        """Set ``app.trainer_id`` (None: nobody) unless it is set to that already."""
+        if self._trainer == trainer_id:
+            return
+        self._trainer = UNKNOWN  # until PostgreSQL confirms: a cancel must not lie later
+        await self.execute(SCOPE_SQL, "" if trainer_id is None else str(trainer_id))
+        self._trainer = trainer_id
+
+
 class Pool(_Queries):
     """What the SQL modules call ``db``/``pool``: fetch, fetchrow, fetchval, execute and
     acquire, each waiting at most ``acquire_timeout`` seconds for a connection."""
@@ -96,5 +133,37 @@ class Pool(_Queries):
         return size
 
 
-# What a request's resolvers query: the pool, or an atomic mutation's one connection.
-Database = Pool | OneConnection
+class TenantPool(Pool):
+    """The API's pool (``connection_class=TenantConnection``): every checkout is scoped."""
+
+    __slots__ = ()
+
+    def acquire(self) -> Any:
+        return self.acquire_as(None)
+
+    @contextlib.asynccontextmanager
+    async def acquire_as(self, trainer_id: int | None) -> AsyncIterator[asyncpg.Connection]:
+        async with self._pool.acquire(timeout=self.acquire_timeout) as conn:
+            await conn.scope_to(trainer_id)
+            yield conn
+
+    def scoped(self, trainer_id: int | None) -> TrainerScope:
+        return TrainerScope(self, trainer_id)
+
+
+class TrainerScope(_Queries):
+    """The pool as one trainer sees it: what a request's resolvers query."""
+
+    __slots__ = ("_pool", "trainer_id")
+
+    def __init__(self, pool: TenantPool, trainer_id: int | None) -> None:
+        self._pool = pool
+        self.trainer_id = trainer_id
+
+    def acquire(self) -> Any:
+        return self._pool.acquire_as(self.trainer_id)
+
+
+# What a request's resolvers query: one trainer's view of the pool, or an atomic
+# mutation's one connection (scoped when it was acquired).
+Database = TrainerScope | OneConnection

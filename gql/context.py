@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from strawberry.types import Info as StrawberryInfo
 
 from punchcard.db.errors import Code, DomainError, unavailable
-from punchcard.db.pool import UNAVAILABLE, Database
+from punchcard.db.pool import UNAVAILABLE, Database, Pool, TenantPool
 from punchcard.gql.auth import Authenticator, Principal
 from punchcard.gql.loaders import Loaders
 from punchcard.settings import Settings
@@ -25,7 +25,8 @@ Caller = Principal | DomainError | None
 class Services:
     """What every request shares, opened by the app's lifespan."""
 
-    pool: Database
+    pool: TenantPool  # as punchcard_api: each request sees its trainer's rows only
+    internal: Pool  # as punchcard_worker: across trainers (live feed, key checks)
     settings: Settings
     authenticator: Authenticator
 
@@ -33,8 +34,9 @@ class Services:
 class Context:
     __slots__ = ("_caller", "_loaders", "pool", "settings")
 
-    def __init__(self, services: Services, caller: Caller) -> None:
-        self.pool = services.pool
+    def __init__(self, services: Services, caller: Caller, db: Database | None = None) -> None:
+        trainer_id = caller.trainer_id if isinstance(caller, Principal) else None
+        self.pool = db if db is not None else services.pool.scoped(trainer_id)
         self.settings = services.settings
         self._caller = caller
         self._loaders: Loaders | None = None
@@ -67,9 +69,10 @@ class Context:
         return self._loaders
 
 
-def build_context(services: Services, caller: Caller) -> Context:
-    """The context of one request (or one live-update event)."""
-    return Context(services, caller)
+def build_context(services: Services, caller: Caller, db: Database | None = None) -> Context:
+    """The context of one request (or one live-update event); its queries see the
+    caller's rows only, on ``db`` when given (an atomic mutation's connection)."""
+    return Context(services, caller, db)
 
 
 async def authenticate(services: Services, authorization: str | None) -> Caller:

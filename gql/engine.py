@@ -8,7 +8,6 @@ endpoint, the WebSocket's queries and mutations and the live hub all go through 
 
 from __future__ import annotations
 
-from dataclasses import replace
 from inspect import isawaitable
 from typing import Any
 
@@ -17,6 +16,7 @@ from graphql.execution import Executor, execute
 from strawberry.execution import optimized_is_awaitable
 
 from punchcard.db.pool import OneConnection
+from punchcard.gql.auth import Principal
 from punchcard.gql.context import Caller, Context, Services, build_context
 from punchcard.gql.documents import Documents, Operation
 from punchcard.gql.errors import BAD_USER_INPUT, request_errors, with_code, with_extensions
@@ -60,12 +60,13 @@ class Engine:
         own transaction) already, and keeps its one round trip."""
         if not operation.atomic:
             return await self._run(operation, variables, build_context(services, caller))
-        async with services.pool.acquire() as conn:
+        trainer_id = caller.trainer_id if isinstance(caller, Principal) else None
+        async with services.pool.acquire_as(trainer_id) as conn:
             transaction = conn.transaction()
             await transaction.start()
             try:
-                one = replace(services, pool=OneConnection(conn))
-                result = await self._run(operation, variables, build_context(one, caller))
+                context = build_context(services, caller, OneConnection(conn))
+                result = await self._run(operation, variables, context)
             except BaseException:
                 await transaction.rollback()
                 raise

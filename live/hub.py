@@ -42,7 +42,7 @@ from graphql.execution import Executor, create_source_event_stream, execute_subs
 from punchcard.db import changes
 from punchcard.db.changes import Changes, Want
 from punchcard.db.notify import Notice
-from punchcard.db.pool import Database
+from punchcard.db.pool import Pool
 from punchcard.gql.auth import Principal
 from punchcard.gql.context import Context, Services, build_context
 from punchcard.gql.documents import Operation
@@ -189,7 +189,8 @@ class Group:
                 return
             resumes = list(dict.fromkeys(r for _, r in batch))
             try:
-                result = await self.stream.sync(self.hub.pool, self.mark, resumes)
+                db = self.hub.services.pool.scoped(self.stream.trainer_id)
+                result = await self.stream.sync(db, self.mark, resumes)
             except Exception as error:
                 for sub, _ in batch:
                     sub.error = error
@@ -240,8 +241,9 @@ class Hub:
     # -- lifecycle ------------------------------------------------------------------
 
     @property
-    def pool(self) -> Database:
-        return self.services.pool
+    def pool(self) -> Pool:
+        """Where the change feed reads every trainer's changes at once (the worker role)."""
+        return self.services.internal
 
     def start(self) -> None:
         self.writer = Writer(self.services.settings.live_writer_threads)

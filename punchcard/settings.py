@@ -19,7 +19,9 @@ class Settings:
     env: str = "development"  # PUNCHCARD_ENV; "production" turns on the checks below
     introspection: bool | None = None  # None: on, except in production
     graphiql: bool | None = None  # None: on, except in production
-    database_url: str | None = None
+    database_url: str | None = None  # the owner: migrations (db/roles.py)
+    api_database_url: str | None = None  # the API's role; None: DATABASE_URL as punchcard_api
+    worker_database_url: str | None = None  # cross-trainer work; None: as punchcard_worker
     data_dir: Path = Path(".punchcard")
     jwt_secret: str = DEV_JWT_SECRET
     jwt_audience: str | None = None
@@ -80,6 +82,8 @@ class Settings:
             introspection=get_flag("PUNCHCARD_INTROSPECTION"),
             graphiql=get_flag("PUNCHCARD_GRAPHIQL"),
             database_url=env.get("DATABASE_URL") or None,
+            api_database_url=env.get("PUNCHCARD_API_DATABASE_URL") or None,
+            worker_database_url=env.get("PUNCHCARD_WORKER_DATABASE_URL") or None,
             data_dir=Path(env.get("PUNCHCARD_DATA_DIR") or default.data_dir),
             jwt_secret=env.get("JWT_SECRET") or default.jwt_secret,
             jwt_audience=env.get("JWT_AUDIENCE") or None,

@@ -30,9 +30,10 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.types import Receive, Scope, Send
 
 from punchcard import internals
+from punchcard.db import roles
 from punchcard.db.listen import Listener
 from punchcard.db.notify import API_KEY, Notice
-from punchcard.db.pool import UNAVAILABLE, Pool
+from punchcard.db.pool import UNAVAILABLE, Pool, TenantConnection, TenantPool
 from punchcard.gql.auth import Authenticator
 from punchcard.gql.context import Services
 from punchcard.gql.engine import Engine
@@ -48,6 +49,8 @@ LOOPBACK = frozenset({"127.0.0.1", "::1"})
 # flight the default thresholds ran collections several times a second and halved
 # throughput (benchmarks/http_api.py; 22 -> 30 requests/s in-process, 38 with no GC).
 GC_THRESHOLDS = (50_000, 50, 1_000)
+# Connections as punchcard_worker: sign-ins, API key checks and the live change feed.
+INTERNAL_POOL = 4
 log = logging.getLogger("punchcard.app")
 
 ConnectionHook = Callable[[asyncpg.Connection], Awaitable[None]]
@@ -67,23 +70,31 @@ def engine_for(schema: PunchcardSchema) -> Engine:
 async def _keep_session(connection: asyncpg.Connection) -> None:
     """Pool release hook that skips asyncpg's default RESET ALL round trip.
 
-    punchcard never changes session state on pooled connections (no SET, LISTEN,
-    advisory locks or cursors outside a transaction block), so there is nothing to reset.
+    The only session state punchcard sets on pooled connections is ``app.trainer_id``,
+    which every checkout sets for its caller (``db.pool.TenantPool``); no LISTEN,
+    advisory locks or cursors outside a transaction block, so nothing else to reset.
     """
 
 
-async def create_pool(settings: Settings, on_connect: ConnectionHook | None = None) -> asyncpg.Pool:
-    """The pool; ``on_connect`` runs once per new connection (tracing, statement counting)."""
-    assert settings.database_url, "DATABASE_URL is resolved before the app starts"
+async def create_pool(
+    settings: Settings,
+    on_connect: ConnectionHook | None = None,
+    *,
+    url: str | None = None,
+    max_size: int | None = None,
+) -> asyncpg.Pool:
+    """The API's pool as ``punchcard_api`` (or another role's, at ``url``); ``on_connect``
+    runs once per new connection (tracing, statement counting)."""
     pool: asyncpg.Pool = await asyncpg.create_pool(
-        settings.database_url,
-        min_size=settings.pool_min_size,
-        max_size=settings.pool_max_size,
+        url or roles.api_url(settings),
+        min_size=min(settings.pool_min_size, max_size or settings.pool_max_size),
+        max_size=max_size or settings.pool_max_size,
         statement_cache_size=settings.statement_cache_size,
         command_timeout=settings.command_timeout_seconds,
         server_settings={"statement_timeout": str(settings.statement_timeout_ms)},
         reset=_keep_session,
         init=on_connect,
+        connection_class=TenantConnection,
     )
     return pool
 
@@ -110,11 +121,14 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         assert settings.database_url
-        pool = Pool(
-            await create_pool(settings, on_connect),
-            acquire_timeout=settings.pool_acquire_timeout_seconds,
+        timeout = settings.pool_acquire_timeout_seconds
+        pool = TenantPool(await create_pool(settings, on_connect), acquire_timeout=timeout)
+        internal = Pool(
+            await create_pool(settings, url=roles.worker_url(settings), max_size=INTERNAL_POOL),
+            acquire_timeout=timeout,
         )
-        services = app.state.services = Services(pool, settings, Authenticator(settings, pool))
+        authenticator = Authenticator(settings, internal)
+        services = app.state.services = Services(pool, internal, settings, authenticator)
         # Live updates: the hub fans out what the one LISTEN connection wakes it for.
         hub = app.state.hub = Hub(services, engine, naive=settings.live_naive)
         sockets = app.state.sockets = Sockets(settings)
@@ -127,10 +141,10 @@ def create_app(
 
         def on_listen() -> None:
             hub.refresh()
-            sockets.recheck_later(pool)
+            sockets.recheck_later(internal)
 
         listener = app.state.listener = Listener(
-            settings.database_url,
+            roles.worker_url(settings),
             on_notify=on_notify,
             on_listen=on_listen,
             health_seconds=settings.live_health_seconds,
@@ -154,6 +168,7 @@ def create_app(
             await listener.stop()
             await hub.stop()
             await pool.close()
+            await internal.close()
 
     async def health(request: Request) -> Response:
         """Liveness: the process answers (no database involved, so it never hangs on one)."""

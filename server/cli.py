@@ -66,10 +66,11 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     with database(settings, migrate=False) as ready:
         assert ready.database_url
         if args.demo:
+            from punchcard.db.roles import worker_url
             from punchcard.gql.auth import issue_token
             from punchcard.server.demo import seed
 
-            subject = asyncio.run(seed(ready.database_url))
+            subject = asyncio.run(seed(worker_url(ready)))
             token = issue_token(ready, subject, ttl_seconds=7 * 24 * 3600)
             print(f"GraphiQL:  http://{host}:{port}/graphql", flush=True)
             print(f"Token:     {token}", flush=True)

@@ -31,7 +31,7 @@ from typing import Any
 
 import asyncpg
 
-from punchcard.db import bookings, idempotency, reminders
+from punchcard.db import bookings, idempotency, reminders, roles
 from punchcard.db.listen import Listener
 from punchcard.db.notify import CHANNEL, PURCHASE, Notice
 from punchcard.settings import Settings
@@ -65,7 +65,7 @@ class Totals:
 class Sweeper:
     def __init__(self, settings: Settings, sender: Sender, *, now: datetime | None = None) -> None:
         assert settings.database_url, "DATABASE_URL is resolved before the sweeper starts"
-        self.url = settings.database_url
+        self.url = roles.worker_url(settings)  # it works across trainers by design
         self.settings = settings
         self.sender = sender
         self.now = now  # None: the database's clock; set: a fixed moment (--now, tests)
