@@ -58,10 +58,9 @@ class Signer:
         )
         return {**exported, "kid": self.kid, "alg": self.algorithm, "use": "sig"}
 
-    @property
-    def public_pem(self) -> bytes:
+    def public_bytes(self, encoding: serialization.Encoding) -> bytes:
         return self.private.public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+            encoding, serialization.PublicFormat.SubjectPublicKeyInfo
         )
 
     def token(
@@ -345,8 +344,13 @@ def bad_tokens(rsa_key: Signer, ec_key: Signer, rogue: Signer) -> dict[str, str]
     return {
         "expired": rsa_key.token(ttl=-120),  # past exp by more than the 30 s leeway
         "alg none": handmade({**kid, "alg": "none"}, claims(), None),
+        # HS256 only ever uses JWT_SECRET here (and PyJWT 2.15 also refuses a public key,
+        # as PEM, DER or JWK, for an HMAC secret): none of these three can pass.
         "HS256 over the public key PEM": handmade(
-            {**kid, "alg": "HS256"}, claims(), rsa_key.public_pem
+            {**kid, "alg": "HS256"}, claims(), rsa_key.public_bytes(serialization.Encoding.PEM)
+        ),
+        "HS256 over the public key DER": handmade(
+            {**kid, "alg": "HS256"}, claims(), rsa_key.public_bytes(serialization.Encoding.DER)
         ),
         "HS256 over the public JWK": handmade(
             {**kid, "alg": "HS256"}, claims(), json.dumps(rsa_key.jwk).encode()
