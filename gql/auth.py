@@ -11,10 +11,13 @@ import jwt
 from punchcard.db import trainers
 from punchcard.db.errors import Code, DomainError
 from punchcard.db.pool import Pool
+from punchcard.gql.jwks import JwkSource, KeysUnavailable
 from punchcard.settings import Settings
 
 API_KEY_PREFIX = "pc_"
 TOKEN_CACHE_MAX = 10_000
+SECRET_ALGORITHM = "HS256"  # checked with JWT_SECRET
+KEY_ALGORITHMS = frozenset({"RS256", "ES256"})  # checked with the JWKS key named by ``kid``
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +60,8 @@ def issue_token(
     payload = {"sub": subject, "iat": now, "exp": now + ttl_seconds, **claims}
     if settings.jwt_audience and "aud" not in claims:
         payload["aud"] = settings.jwt_audience
+    if settings.jwt_issuer and "iss" not in claims:
+        payload["iss"] = settings.jwt_issuer
     return jwt.encode(payload, settings.jwt_secret, algorithm="HS256")
 
 
@@ -74,6 +79,15 @@ class Authenticator:
         self._settings = settings
         self._pool = pool
         self._cache: dict[str, tuple[Principal, float]] = {}
+        self._keys = (
+            JwkSource(
+                settings.jwt_jwks_url,
+                refresh_seconds=settings.jwt_jwks_refresh_seconds,
+                timeout_seconds=settings.jwt_jwks_timeout_seconds,
+            )
+            if settings.jwt_jwks_url
+            else None
+        )
 
     async def authenticate(self, authorization: str | None) -> Principal | None:
         """None when no credentials were sent; raises UNAUTHENTICATED for bad ones."""
@@ -98,16 +112,49 @@ class Authenticator:
         self._cache[token] = (principal, valid_until)
         return principal
 
+    async def _verification_key(self, token: str) -> tuple[str, str | jwt.PyJWK]:
+        """The algorithm the token's header names and the key to check it with. Only
+        HS256 uses the secret and only RS256/ES256 use a JWKS key, so a token cannot pick
+        a public key as its HMAC secret (or ``none``)."""
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError:
+            raise unauthenticated("invalid token") from None
+        algorithm = header.get("alg")
+        if algorithm == SECRET_ALGORITHM:
+            return algorithm, self._settings.jwt_secret
+        kid = header.get("kid")
+        if (
+            not isinstance(algorithm, str)
+            or algorithm not in KEY_ALGORITHMS
+            or not isinstance(kid, str)
+            or self._keys is None
+        ):
+            raise unauthenticated("invalid token")
+        try:
+            key = await self._keys.key(kid)
+        except KeysUnavailable:
+            raise DomainError(
+                Code.SERVICE_UNAVAILABLE,
+                "the signing keys (JWT_JWKS_URL) could not be read; retry shortly",
+            ) from None
+        if key is None or key.algorithm_name != algorithm:
+            raise unauthenticated("invalid token")
+        return algorithm, key
+
     async def _jwt(self, token: str) -> Principal:
+        algorithm, key = await self._verification_key(token)
+        required = ["sub", "exp"] + (["iss"] if self._settings.jwt_issuer else [])
         try:
             claims = jwt.decode(
                 token,
-                self._settings.jwt_secret,
-                algorithms=["HS256"],
+                key,
+                algorithms=[algorithm],
                 audience=self._settings.jwt_audience,
+                issuer=self._settings.jwt_issuer,
                 leeway=self._settings.jwt_leeway_seconds,
                 options={
-                    "require": ["sub", "exp"],
+                    "require": required,
                     "verify_aud": bool(self._settings.jwt_audience),
                 },
             )

@@ -24,7 +24,11 @@ class Settings:
     worker_database_url: str | None = None  # cross-trainer work; None: as punchcard_worker
     data_dir: Path = Path(".punchcard")
     jwt_secret: str = DEV_JWT_SECRET
-    jwt_audience: str | None = None
+    jwt_audience: str | None = None  # required ``aud`` when set (HS256 and JWKS tokens)
+    jwt_issuer: str | None = None  # required ``iss`` when set (HS256 and JWKS tokens)
+    jwt_jwks_url: str | None = None  # RS256/ES256 keys: http(s) URL, file:// URL or path
+    jwt_jwks_refresh_seconds: float = 30.0  # an unknown kid re-reads the keys at most this often
+    jwt_jwks_timeout_seconds: float = 5.0  # fetching the JWKS URL gives up after this
     jwt_leeway_seconds: float = 30.0  # clock skew allowed on a JWT's iat, nbf and exp
     host: str = "127.0.0.1"
     port: int = 8000
@@ -87,6 +91,14 @@ class Settings:
             data_dir=Path(env.get("PUNCHCARD_DATA_DIR") or default.data_dir),
             jwt_secret=env.get("JWT_SECRET") or default.jwt_secret,
             jwt_audience=env.get("JWT_AUDIENCE") or None,
+            jwt_issuer=env.get("JWT_ISSUER") or None,
+            jwt_jwks_url=env.get("JWT_JWKS_URL") or None,
+            jwt_jwks_refresh_seconds=get_float(
+                "PUNCHCARD_JWKS_REFRESH_SECONDS", default.jwt_jwks_refresh_seconds
+            ),
+            jwt_jwks_timeout_seconds=get_float(
+                "PUNCHCARD_JWKS_TIMEOUT_SECONDS", default.jwt_jwks_timeout_seconds
+            ),
             jwt_leeway_seconds=get_float(
                 "PUNCHCARD_JWT_LEEWAY_SECONDS", default.jwt_leeway_seconds
             ),
