@@ -38,8 +38,9 @@ class Settings:
     pool_acquire_timeout_seconds: float = 5.0  # waiting for a free connection
     statement_timeout_ms: int = 10_000  # PostgreSQL's statement_timeout on API connections
     command_timeout_seconds: float = 15.0  # asyncpg gives up on a query after this
+    header_timeout_seconds: float = 10.0  # request line + headers must arrive within this
     body_timeout_seconds: float = 10.0  # a request body must arrive within this (else 408)
-    max_connections: int | None = None  # uvicorn's limit_concurrency (503 over it); None: off
+    max_connections: int | None = None  # connections served at once (503 over it); None: off
     max_query_depth: int = 10
     max_aliases: int = 30
     max_tokens: int = 2000
@@ -117,6 +118,9 @@ class Settings:
             ),
             command_timeout_seconds=get_float(
                 "PUNCHCARD_COMMAND_TIMEOUT_SECONDS", default.command_timeout_seconds
+            ),
+            header_timeout_seconds=get_float(
+                "PUNCHCARD_HEADER_TIMEOUT_SECONDS", default.header_timeout_seconds
             ),
             body_timeout_seconds=get_float(
                 "PUNCHCARD_BODY_TIMEOUT_SECONDS", default.body_timeout_seconds

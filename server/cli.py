@@ -79,7 +79,6 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
             "host": host,
             "port": port,
             "loop": "uvloop",
-            "http": "httptools",
             "ws": "websockets-sansio",
             "ws_per_message_deflate": False,
             "log_level": args.log_level,
@@ -88,12 +87,19 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
         }
         sweeper = _start_sweeper() if args.sweeper else None
         try:
-            if args.workers > 1:
-                uvicorn.run("punchcard.server.main:app", workers=args.workers, **common)
+            if args.workers > 1:  # each worker builds its app and protocol (server/main.py)
+                uvicorn.run(
+                    "punchcard.server.main:app",
+                    http="punchcard.server.main:http",
+                    workers=args.workers,
+                    **common,
+                )
             else:
                 from punchcard.server.app import create_app
+                from punchcard.server.slow_clients import http_protocol
 
-                uvicorn.Server(uvicorn.Config(create_app(ready), **common)).run()
+                config = uvicorn.Config(create_app(ready), http=http_protocol(ready), **common)
+                uvicorn.Server(config).run()
         finally:
             if sweeper is not None:
                 _stop_child(sweeper)
