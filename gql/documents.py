@@ -90,9 +90,12 @@ class Operation:
     type: OperationType
     variables: tuple[str, ...]  # declared, in order
     resume_variable: str | None
-    # A mutation of more than one root field (or of fragments): its fields commit
-    # together or not at all (``Engine.execute``).
+    # A mutation of more than one root field, or of one whose answer reaches past its own
+    # row (``_atomic``): it commits whole, answer included, or not at all (``Engine.execute``).
     atomic: bool = False
+    # More than one root field (or fragments): errors say ``rolledBack`` (the fields before
+    # the one that failed were undone). One field's error already means nothing changed.
+    several_fields: bool = False
 
     def group_variables(self, values: dict[str, Any] | None) -> str:
         """The variables that shape events, canonically: part of the group key."""
@@ -180,9 +183,32 @@ def _operation(prepared: Prepared, text: str, name: str | None) -> Operation | l
             if isinstance(d, VariableDefinitionNode)
         ),
         resume_variable=_resume_variable(node, definition) if is_subscription else None,
-        atomic=definition.operation is OperationType.MUTATION
-        and not (
-            len(definition.selection_set.selections) == 1
-            and isinstance(definition.selection_set.selections[0], FieldNode)
-        ),
+        atomic=_atomic(definition),
+        several_fields=definition.operation is OperationType.MUTATION
+        and not _one_field(definition),
+    )
+
+
+def _one_field(definition: OperationDefinitionNode) -> bool:
+    selections = definition.selection_set.selections
+    return len(selections) == 1 and isinstance(selections[0], FieldNode)
+
+
+def _atomic(definition: OperationDefinitionNode) -> bool:
+    """Whether a mutation must run in one transaction (``Engine.execute``): its answer can
+    fail after a change committed. That is a document of several fields, or of one whose
+    answer selects more than the returned row's own fields (nested objects, fields with
+    arguments, fragments): a nested ``ledger(after: "bad")`` would otherwise answer
+    ``data: null`` with an error after the session was used. One field answered from its
+    own row (``useSession { sessionsUsed revision }``) stays one statement."""
+    if definition.operation is not OperationType.MUTATION:
+        return False
+    if not _one_field(definition):
+        return True
+    [field] = definition.selection_set.selections
+    assert isinstance(field, FieldNode)
+    answer = field.selection_set
+    return answer is not None and any(
+        not isinstance(s, FieldNode) or s.selection_set is not None or s.arguments
+        for s in answer.selections
     )

@@ -56,8 +56,11 @@ class Engine:
         A mutation of several root fields runs in one transaction on one connection: if
         any field fails, none of them commits and ``data`` is null (graphql-core runs the
         fields in order, so a failed field after a committed one would otherwise leave a
-        change the answer does not show). A single-field mutation is one statement (or its
-        own transaction) already, and keeps its one round trip."""
+        change the answer does not show). So does a single field whose answer reaches past
+        its own row (nested objects, fields with arguments): an error there would answer
+        ``data: null`` for a change that committed. A single field answered from its own
+        row is one statement (or its own transaction) already, and keeps its one round
+        trip."""
         if not operation.atomic:
             return await self._run(operation, variables, build_context(services, caller))
         trainer_id = caller.trainer_id if isinstance(caller, Principal) else None
@@ -72,6 +75,8 @@ class Engine:
                 raise
             if result.errors:
                 await transaction.rollback()
+                if not operation.several_fields:
+                    return ExecutionResult(data=None, errors=result.errors)
                 return ExecutionResult(
                     data=None, errors=[with_extensions(e, rolledBack=True) for e in result.errors]
                 )

@@ -24,6 +24,8 @@ from punchcard.server.app import create_app
 from punchcard.settings import Settings
 
 TEMPLATE = "punchcard_template"
+# Lines a test wants printed at the end of the run (tests/test_fuzz.py: what it sent and saw).
+FUZZ_REPORT = pytest.StashKey[list[str]]()
 JWT_SECRET = "test-secret-for-punchcard-tests-0123456789"
 _numbers = itertools.count()
 
@@ -172,3 +174,11 @@ def other(api: Api) -> Api:
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return Path(__file__).resolve().parent.parent
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    lines = config.stash.get(FUZZ_REPORT, [])
+    if lines:
+        terminalreporter.section("fuzz")
+        for line in lines:
+            terminalreporter.write_line(line)

@@ -15,7 +15,9 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
+from graphql import OperationDefinitionNode, parse
 
+from punchcard.gql.documents import _atomic
 from punchcard.settings import Settings
 from tests.conftest import in_process
 
@@ -105,3 +107,44 @@ async def test_twenty_concurrent_two_field_documents_commit_whole_or_not_at_all(
     revisions = [r["revision"] for r in await db.fetch("SELECT revision FROM session_ledger")]
     assert sorted(revisions) == [1, 2, 3, 4]
     assert await db.fetchval("SELECT revision FROM purchases") == 4
+
+
+NESTED = """mutation($id: ID!, $after: String) {
+  useSession(purchaseId: $id) { sessionsUsed ledger(first: 5, after: $after) { nodes { delta } } }
+}"""
+
+
+async def test_one_field_whose_answer_fails_commits_nothing(
+    http: httpx.AsyncClient, db: asyncpg.Connection
+) -> None:
+    """Found by tests/test_fuzz.py: the change committed, then the answer's nested
+    ``ledger`` refused its cursor and the client got ``data: null`` and BAD_USER_INPUT for
+    a session that was used. Such a document now runs in one transaction."""
+    purchase = await package(http)
+    body = await post(http, NESTED, id=purchase, after="not-a-cursor")
+    assert body["data"] is None
+    [error] = body["errors"]
+    assert error["extensions"] == {"code": "BAD_USER_INPUT"}  # one field: nothing to undo
+    assert error["path"] == ["useSession", "ledger"]
+    assert await counts(db) == (0, 0)
+    ok = await post(http, NESTED, id=purchase)
+    assert ok == {"data": {"useSession": {"sessionsUsed": 1, "ledger": {"nodes": [{"delta": 1}]}}}}
+    assert await counts(db) == (1, 1)
+
+
+@pytest.mark.parametrize(
+    ("document", "atomic"),
+    [
+        ("mutation { useSession(purchaseId: $p) { sessionsUsed revision } }", False),
+        ("mutation { useSession(purchaseId: $p) { client { name } } }", True),
+        ("mutation { useSession(purchaseId: $p) { ledger { nodes { delta } } } }", True),
+        ("mutation { useSession(purchaseId: $p) { ... on Purchase { revision } } }", True),
+        ("mutation { a: useSession(purchaseId: $p) { revision } b: me { id } }", True),
+        ("query { me { id } }", False),
+    ],
+)
+def test_which_documents_run_in_one_transaction(document: str, atomic: bool) -> None:
+    parsed = parse(document.replace("$p", '"pur_1"'))
+    [definition] = parsed.definitions
+    assert isinstance(definition, OperationDefinitionNode)
+    assert _atomic(definition) is atomic
