@@ -70,20 +70,36 @@ class _Queries:
             return status
 
 
+class ConnectionDone(RuntimeError):
+    """A query on an atomic mutation's connection after its transaction ended."""
+
+
 class OneConnection(_Queries):
     """One connection (in a transaction) behind the pool's interface, for the resolvers of
-    one atomic mutation; a lock keeps concurrent loaders from overlapping on it."""
+    one atomic mutation; a lock keeps concurrent loaders from overlapping on it.
 
-    __slots__ = ("_conn", "_lock")
+    ``close`` waits for the query in flight and refuses every later one: when a field
+    fails, graphql-core answers without waiting for its siblings, whose loaders may still
+    query. They must not reach the connection once it is back in the pool, where it may
+    already serve another request (and another trainer)."""
+
+    __slots__ = ("_closed", "_conn", "_lock")
 
     def __init__(self, conn: asyncpg.Connection) -> None:
         self._conn = conn
         self._lock = asyncio.Lock()
+        self._closed = False
 
     @contextlib.asynccontextmanager
     async def acquire(self) -> AsyncIterator[asyncpg.Connection]:
         async with self._lock:
+            if self._closed:
+                raise ConnectionDone("this mutation's transaction has ended")
             yield self._conn
+
+    async def close(self) -> None:
+        async with self._lock:
+            self._closed = True
 
 
 class _Unknown:

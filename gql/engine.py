@@ -67,12 +67,14 @@ class Engine:
         async with services.pool.acquire_as(trainer_id) as conn:
             transaction = conn.transaction()
             await transaction.start()
+            one = OneConnection(conn)
             try:
-                context = build_context(services, caller, OneConnection(conn))
-                result = await self._run(operation, variables, context)
+                result = await self._run(operation, variables, build_context(services, caller, one))
             except BaseException:
+                await one.close()
                 await transaction.rollback()
                 raise
+            await one.close()  # nothing a failed field left running may query from here on
             if result.errors:
                 await transaction.rollback()
                 if not operation.several_fields:

@@ -17,6 +17,7 @@ import httpx
 import pytest
 from graphql import OperationDefinitionNode, parse
 
+from punchcard.db.pool import ConnectionDone, OneConnection
 from punchcard.gql.documents import _atomic
 from punchcard.settings import Settings
 from tests.conftest import in_process
@@ -148,3 +149,21 @@ def test_which_documents_run_in_one_transaction(document: str, atomic: bool) -> 
     [definition] = parsed.definitions
     assert isinstance(definition, OperationDefinitionNode)
     assert _atomic(definition) is atomic
+
+
+async def test_an_ended_transaction_takes_no_more_queries(db_url: str) -> None:
+    """A loader graphql-core left running after a failed field cannot reach the mutation's
+    connection once it is back in the pool: ``close`` waits for the query in flight and
+    refuses the later ones."""
+    conn = await asyncpg.connect(db_url)
+    try:
+        one = OneConnection(conn)
+        in_flight = asyncio.create_task(one.fetchval("SELECT pg_sleep(0.3) IS NULL"))
+        await asyncio.sleep(0)  # the task runs up to its query: it holds the connection now
+        await one.close()
+        assert in_flight.done() and await in_flight is False  # finished, not interrupted
+        with pytest.raises(ConnectionDone):
+            await one.fetchval("SELECT 1")
+        assert await conn.fetchval("SELECT 1") == 1  # the connection itself is fine
+    finally:
+        await conn.close()
