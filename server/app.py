@@ -23,6 +23,7 @@ from functools import cache
 import asyncpg
 import psutil
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -51,6 +52,7 @@ LOOPBACK = frozenset({"127.0.0.1", "::1"})
 GC_THRESHOLDS = (50_000, 50, 1_000)
 # Connections as punchcard_worker: sign-ins, API key checks and the live change feed.
 INTERNAL_POOL = 4
+HTTP_CODES = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED"}
 log = logging.getLogger("punchcard.app")
 
 ConnectionHook = Callable[[asyncpg.Connection], Awaitable[None]]
@@ -97,6 +99,17 @@ async def create_pool(
         connection_class=TenantConnection,
     )
     return pool
+
+
+async def json_http_error(request: Request, exc: Exception) -> Response:
+    """Starlette's own 4xx (an unknown path, a method a route does not take) as a JSON
+    error with a code, like every refusal of the API, instead of ``text/plain``."""
+    assert isinstance(exc, HTTPException)
+    if exc.status_code in {204, 304}:
+        return Response(status_code=exc.status_code, headers=exc.headers)
+    code = HTTP_CODES.get(exc.status_code, "BAD_REQUEST")
+    error = {"message": exc.detail, "extensions": {"code": code}}
+    return JSONResponse({"errors": [error]}, status_code=exc.status_code, headers=exc.headers)
 
 
 class PunchcardApp(Starlette):
@@ -221,8 +234,7 @@ def create_app(
                     fast=settings.fast_path,
                     graphiql=settings.graphiql_on,
                     body_timeout=settings.body_timeout_seconds,
-                ),
-                methods=["GET", "POST"],
+                ),  # every method: the endpoint answers the ones it refuses itself (405)
             ),
             WebSocketRoute("/graphql", GraphQLWebSocket()),
             Route("/healthz", health),
@@ -230,6 +242,7 @@ def create_app(
             Route("/debug/live", live_stats),
         ],
         middleware=list(middleware),
+        exception_handlers={HTTPException: json_http_error},
         lifespan=lifespan,
     )
     app.state.settings = settings
