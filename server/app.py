@@ -4,11 +4,12 @@ pool, the live-update hub and its LISTEN connection.
 
 Every route sits inside Starlette's middleware stack, ``/graphql`` included: HTTP goes
 to ``gql/http.py`` (a raw ASGI endpoint, mounted with ``Route``), the WebSocket to
-``live/endpoint.py``. ``middleware`` is the place to add CORS, metrics or request ids:
-they see both. The only thing that passes the stack by is the server's own WebSocket
-``send``, kept in the scope so that live fan-out can write frames straight to uvicorn's
-transport (``live/outbox.py``; ``PUNCHCARD_WS_DIRECT_WRITES=0`` sends every frame through
-the stack too).
+``live/endpoint.py``. ``middleware`` is the place to add metrics or request ids: they
+see both. CORS (``PUNCHCARD_CORS_ORIGINS``, ``server/cors.py``) sits outside them. The
+only thing that passes the stack by is the server's own WebSocket ``send``, kept in the
+scope so that live fan-out can write frames straight to uvicorn's transport
+(``live/outbox.py``; ``PUNCHCARD_WS_DIRECT_WRITES=0`` sends every frame through the
+stack too).
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from punchcard.gql.schema import Limits, PunchcardSchema, build_schema
 from punchcard.live.endpoint import RAW_SEND, GraphQLWebSocket, Sockets
 from punchcard.live.hub import Hub
 from punchcard.resolvers import ROOTS
+from punchcard.server.cors import cors_middleware
 from punchcard.settings import Settings
 
 LOOPBACK = frozenset({"127.0.0.1", "::1"})
@@ -241,7 +243,11 @@ def create_app(
             Route("/readyz", ready),
             Route("/debug/live", live_stats),
         ],
-        middleware=list(middleware),
+        # CORS outermost (inside Starlette's ServerErrorMiddleware), then the caller's: a
+        # preflight is answered before any of them runs, and every response, a caller
+        # middleware's own refusals included, carries the CORS headers a browser needs
+        # to read it.
+        middleware=[*cors_middleware(settings), *middleware],
         exception_handlers={HTTPException: json_http_error},
         lifespan=lifespan,
     )
