@@ -6,7 +6,8 @@ Codes of errors no resolver raised (Apollo's names, so clients can branch on the
 ``GRAPHQL_PARSE_FAILED`` (syntax, too many tokens), ``GRAPHQL_VALIDATION_FAILED`` (the
 schema's rules and limits), ``OPERATION_RESOLUTION_FAILURE`` (no such operation, or
 several and no ``operationName``), ``BAD_USER_INPUT`` (variables that do not coerce),
-``BAD_REQUEST`` (not a GraphQL request at all: see ``gql/http.py``).
+``BAD_REQUEST`` (not a GraphQL request at all: see ``gql/http.py``, which also answers
+``METHOD_NOT_ALLOWED`` and ``NOT_ACCEPTABLE``).
 """
 
 from __future__ import annotations

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -47,6 +48,8 @@ class Settings:
     max_query_cost: int = 100_000  # nodes an answer may hold, estimated (gql/limits.py)
     token_cache_seconds: float = 60.0
     fast_path: bool = True  # plain JSON POSTs skip strawberry's view (gql/http.py)
+    # Browser origins allowed to call the API (CORS, server/cors.py); () = same origin only.
+    cors_origins: tuple[str, ...] = ()
     sweep_grace_minutes: int = 15
     sweep_batch_size: int = 500
     sweep_poll_seconds: float = 30.0
@@ -134,6 +137,7 @@ class Settings:
                 "PUNCHCARD_TOKEN_CACHE_SECONDS", default.token_cache_seconds
             ),
             fast_path=env.get("PUNCHCARD_FAST_PATH", "1") not in {"0", "false", "no"},
+            cors_origins=cors_origins(env.get("PUNCHCARD_CORS_ORIGINS", "")),
             sweep_grace_minutes=get_int(
                 "PUNCHCARD_SWEEP_GRACE_MINUTES", default.sweep_grace_minutes
             ),
@@ -204,3 +208,24 @@ class Settings:
 
     def with_database(self, url: str) -> Settings:
         return replace(self, database_url=url)
+
+
+_ORIGIN = re.compile(r"[a-z][a-z0-9+.-]*://[^/?#\s]+")
+
+
+def cors_origins(value: str) -> tuple[str, ...]:
+    """``PUNCHCARD_CORS_ORIGINS``: comma-separated origins (``https://app.example``, with a
+    port if not the default) or ``*`` for any; a trailing ``/`` is dropped. Anything else
+    (a path, a bare host) is refused here, at startup, rather than never matching."""
+    origins = []
+    for item in value.split(","):
+        origin = item.strip().rstrip("/").lower()
+        if not origin:
+            continue
+        if origin != "*" and not _ORIGIN.fullmatch(origin):
+            raise ValueError(
+                f"PUNCHCARD_CORS_ORIGINS: {item.strip()!r} is not an origin "
+                "(scheme://host[:port], or * for any)"
+            )
+        origins.append(origin)
+    return tuple(dict.fromkeys(origins))

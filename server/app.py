@@ -4,11 +4,12 @@ pool, the live-update hub and its LISTEN connection.
 
 Every route sits inside Starlette's middleware stack, ``/graphql`` included: HTTP goes
 to ``gql/http.py`` (a raw ASGI endpoint, mounted with ``Route``), the WebSocket to
-``live/endpoint.py``. ``middleware`` is the place to add CORS, metrics or request ids:
-they see both. The only thing that passes the stack by is the server's own WebSocket
-``send``, kept in the scope so that live fan-out can write frames straight to uvicorn's
-transport (``live/outbox.py``; ``PUNCHCARD_WS_DIRECT_WRITES=0`` sends every frame through
-the stack too).
+``live/endpoint.py``. ``middleware`` is the place to add metrics or request ids: they
+see both. CORS (``PUNCHCARD_CORS_ORIGINS``, ``server/cors.py``) sits outside them. The
+only thing that passes the stack by is the server's own WebSocket ``send``, kept in the
+scope so that live fan-out can write frames straight to uvicorn's transport
+(``live/outbox.py``; ``PUNCHCARD_WS_DIRECT_WRITES=0`` sends every frame through the
+stack too).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from functools import cache
 import asyncpg
 import psutil
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -42,6 +44,7 @@ from punchcard.gql.schema import Limits, PunchcardSchema, build_schema
 from punchcard.live.endpoint import RAW_SEND, GraphQLWebSocket, Sockets
 from punchcard.live.hub import Hub
 from punchcard.resolvers import ROOTS
+from punchcard.server.cors import cors_middleware
 from punchcard.settings import Settings
 
 LOOPBACK = frozenset({"127.0.0.1", "::1"})
@@ -51,6 +54,7 @@ LOOPBACK = frozenset({"127.0.0.1", "::1"})
 GC_THRESHOLDS = (50_000, 50, 1_000)
 # Connections as punchcard_worker: sign-ins, API key checks and the live change feed.
 INTERNAL_POOL = 4
+HTTP_CODES = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED"}
 log = logging.getLogger("punchcard.app")
 
 ConnectionHook = Callable[[asyncpg.Connection], Awaitable[None]]
@@ -97,6 +101,17 @@ async def create_pool(
         connection_class=TenantConnection,
     )
     return pool
+
+
+async def json_http_error(request: Request, exc: Exception) -> Response:
+    """Starlette's own 4xx (an unknown path, a method a route does not take) as a JSON
+    error with a code, like every refusal of the API, instead of ``text/plain``."""
+    assert isinstance(exc, HTTPException)
+    if exc.status_code in {204, 304}:
+        return Response(status_code=exc.status_code, headers=exc.headers)
+    code = HTTP_CODES.get(exc.status_code, "BAD_REQUEST")
+    error = {"message": exc.detail, "extensions": {"code": code}}
+    return JSONResponse({"errors": [error]}, status_code=exc.status_code, headers=exc.headers)
 
 
 class PunchcardApp(Starlette):
@@ -221,15 +236,19 @@ def create_app(
                     fast=settings.fast_path,
                     graphiql=settings.graphiql_on,
                     body_timeout=settings.body_timeout_seconds,
-                ),
-                methods=["GET", "POST"],
+                ),  # every method: the endpoint answers the ones it refuses itself (405)
             ),
             WebSocketRoute("/graphql", GraphQLWebSocket()),
             Route("/healthz", health),
             Route("/readyz", ready),
             Route("/debug/live", live_stats),
         ],
-        middleware=list(middleware),
+        # CORS outermost (inside Starlette's ServerErrorMiddleware), then the caller's: a
+        # preflight is answered before any of them runs, and every response, a caller
+        # middleware's own refusals included, carries the CORS headers a browser needs
+        # to read it.
+        middleware=[*cors_middleware(settings), *middleware],
+        exception_handlers={HTTPException: json_http_error},
         lifespan=lifespan,
     )
     app.state.settings = settings

@@ -61,10 +61,13 @@ async def test_production_turns_introspection_and_graphiql_off_unless_asked(
         assert "introspection" in answer["errors"][0]["message"]
     plain = (await http.post("/graphql", json={"query": "{ __typename me { id } }"})).json()
     assert plain["data"]["__typename"] == "Query"
-    page = await http.get("/graphql", headers={"Accept": "text/html"})
-    assert page.status_code == 404
+    page = await http.get("/graphql", headers={"Accept": "text/html"}, follow_redirects=False)
+    assert page.status_code == 400  # a GET without a query, like any other
+    assert page.json()["errors"][0]["extensions"]["code"] == "BAD_REQUEST"
 
 
-async def test_development_keeps_graphiql(app_client: httpx.AsyncClient) -> None:
-    page = await app_client.get("/graphql", headers={"Accept": "text/html"})
-    assert page.status_code == 200 and "graphiql" in page.text.lower()
+async def test_development_sends_a_browser_to_graphiql(app_client: httpx.AsyncClient) -> None:
+    page = await app_client.get("/graphql", headers={"Accept": "text/html"}, follow_redirects=False)
+    assert page.status_code == 302
+    assert page.headers["location"] == "/graphiql"
+    assert "cdn" not in page.text.lower()  # strawberry's CDN GraphiQL is never served
