@@ -28,6 +28,7 @@ from graphql import (
 )
 from graphql.language.visitor import SKIP, VisitorAction
 
+from punchcard import metrics
 from punchcard.gql.errors import (
     OPERATION_RESOLUTION_FAILURE,
     PARSE_FAILED,
@@ -93,6 +94,9 @@ class Operation:
     # A mutation of more than one root field (or of fragments): its fields commit
     # together or not at all (``Engine.execute``).
     atomic: bool = False
+    # The name the document gives the operation (``mutation Use ...``), which a request's
+    # ``operationName`` may leave out: what metrics count it under.
+    defined_name: str | None = None
 
     def group_variables(self, values: dict[str, Any] | None) -> str:
         """The variables that shape events, canonically: part of the group key."""
@@ -146,9 +150,14 @@ class Documents:
         entry = self._operations.get(key)
         if entry is not None:
             self._operations.move_to_end(key)
-            return entry
-        entry = _operation(self.prepare(text), text, name)
-        _remember(self._operations, key, entry, self._size)
+        else:
+            entry = _operation(self.prepare(text), text, name)
+            _remember(self._operations, key, entry, self._size)
+        if isinstance(entry, list):  # refused before it ran: counted here, as "invalid"
+            metrics.graphql_requests.labels(metrics.INVALID, "unknown").inc()
+            for error in entry:
+                code = (error.extensions or {}).get("code")
+                metrics.graphql_errors.labels(metrics.INVALID, metrics.code_label(code)).inc()
         return entry
 
 
@@ -185,4 +194,5 @@ def _operation(prepared: Prepared, text: str, name: str | None) -> Operation | l
             len(definition.selection_set.selections) == 1
             and isinstance(definition.selection_set.selections[0], FieldNode)
         ),
+        defined_name=definition.name.value if definition.name else None,
     )
