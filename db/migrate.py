@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import threading
+from functools import cache
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from alembic.script import ScriptDirectory
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 
@@ -42,3 +44,12 @@ def upgrade(database_url: str, revision: str = "head") -> None:
     thread.join()
     if errors:
         raise errors[0]
+
+
+@cache
+def head() -> str:
+    """The newest revision of the migration scripts (what ``punchcard migrate`` reaches)."""
+    script = ScriptDirectory(str(MIGRATIONS))
+    revision = script.get_current_head()
+    assert revision is not None
+    return revision

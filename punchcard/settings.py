@@ -15,6 +15,14 @@ class UnsafeSettings(ValueError):
     """Settings production must not run with; the message says what to set."""
 
 
+class BadSetting(ValueError):
+    """An environment variable that cannot be used; the message names it and its value."""
+
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_FORMATS = ("human", "json")
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     env: str = "development"  # PUNCHCARD_ENV; "production" turns on the checks below
@@ -69,6 +77,11 @@ class Settings:
     ws_direct_writes: bool = True  # fan-out frames straight to uvicorn's transport (live/outbox.py)
     live_writer_threads: int = 1  # threads writing a large fan-out beside the event loop
     gc_mode: str = "tuned"  # "tuned": freeze the startup heap, fewer young collections
+    log_level: str = "info"  # punchcard's loggers; "debug" also lets the libraries' through
+    log_format: str = "human"  # or "json": one JSON object per line, every logger
+    access_log: bool = True  # one log line per HTTP request (with its request id)
+    metrics: bool = True  # GET /metrics (Prometheus text format)
+    sweeper_metrics_port: int | None = None  # the sweeper's own /metrics port; None: off
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -76,10 +89,31 @@ class Settings:
         default = cls()
 
         def get_int(name: str, fallback: int) -> int:
-            return int(env[name]) if env.get(name) else fallback
+            value = env.get(name)
+            if not value:
+                return fallback
+            try:
+                return int(value)
+            except ValueError:
+                raise BadSetting(f"{name}={value} is not a whole number") from None
 
         def get_float(name: str, fallback: float) -> float:
-            return float(env[name]) if env.get(name) else fallback
+            value = env.get(name)
+            if not value:
+                return fallback
+            try:
+                number = float(value)
+            except ValueError:
+                raise BadSetting(f"{name}={value} is not a number") from None
+            if number != number or number in (float("inf"), float("-inf")):
+                raise BadSetting(f"{name}={value} is not a finite number")
+            return number
+
+        def get_choice(name: str, fallback: str, choices: tuple[str, ...]) -> str:
+            value = (env.get(name) or fallback).lower()
+            if value not in choices:
+                raise BadSetting(f"{name}={env.get(name)} is not one of: {', '.join(choices)}")
+            return value
 
         def get_flag(name: str) -> bool | None:
             value = env.get(name)
@@ -176,8 +210,42 @@ class Settings:
             live_writer_threads=get_int(
                 "PUNCHCARD_LIVE_WRITER_THREADS", default.live_writer_threads
             ),
-            gc_mode=env.get("PUNCHCARD_GC") or default.gc_mode,
-        )
+            gc_mode=get_choice("PUNCHCARD_GC", default.gc_mode, ("tuned", "default")),
+            log_level=get_choice("PUNCHCARD_LOG_LEVEL", default.log_level, LOG_LEVELS),
+            log_format=get_choice("PUNCHCARD_LOG_FORMAT", default.log_format, LOG_FORMATS),
+            access_log=env.get("PUNCHCARD_ACCESS_LOG", "1") not in {"0", "false", "no"},
+            metrics=env.get("PUNCHCARD_METRICS", "1") not in {"0", "false", "no"},
+            sweeper_metrics_port=get_int("PUNCHCARD_SWEEPER_METRICS_PORT", 0) or None,
+        )._validated()
+
+    def _validated(self) -> Settings:
+        """Refuse combinations that cannot work (a BadSetting names the variable)."""
+        for name, port in (
+            ("PUNCHCARD_PORT", self.port),
+            ("PUNCHCARD_SWEEPER_METRICS_PORT", self.sweeper_metrics_port),
+        ):
+            if port is not None and not 0 < port < 65536:
+                raise BadSetting(f"{name}={port} is not a TCP port (1-65535)")
+        if self.pool_min_size < 0 or self.pool_max_size < 1:
+            raise BadSetting("PUNCHCARD_POOL_MIN must be >= 0 and PUNCHCARD_POOL_MAX >= 1")
+        if self.pool_min_size > self.pool_max_size:
+            raise BadSetting(
+                f"PUNCHCARD_POOL_MIN={self.pool_min_size} is larger than "
+                f"PUNCHCARD_POOL_MAX={self.pool_max_size}"
+            )
+        if self.reminder_webhook_url and not self.reminder_webhook_secret:
+            raise BadSetting(
+                "PUNCHCARD_REMINDER_WEBHOOK_URL is set without PUNCHCARD_REMINDER_WEBHOOK_SECRET "
+                "(the key that signs each reminder): set both, or neither to log reminders"
+            )
+        for name, url in (
+            ("DATABASE_URL", self.database_url),
+            ("PUNCHCARD_API_DATABASE_URL", self.api_database_url),
+            ("PUNCHCARD_WORKER_DATABASE_URL", self.worker_database_url),
+        ):
+            if url and not url.startswith(("postgres://", "postgresql://")):
+                raise BadSetting(f"{name} must be a postgresql:// URL, not {hide_password(url)}")
+        return self
 
     @property
     def production(self) -> bool:
@@ -208,6 +276,23 @@ class Settings:
 
     def with_database(self, url: str) -> Settings:
         return replace(self, database_url=url)
+
+    @property
+    def dev_secret(self) -> bool:
+        return self.jwt_secret == DEV_JWT_SECRET
+
+
+def hide_password(url: str) -> str:
+    """``url`` with the password (if any) replaced by ``***``: safe to print and log."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    authority, slash, tail = rest.partition("/")
+    userinfo, at, host = authority.rpartition("@")
+    user, colon, password = userinfo.partition(":")
+    if not at or not colon or not password:
+        return url
+    return f"{scheme}://{user}:***@{host}{slash}{tail}"
 
 
 _ORIGIN = re.compile(r"[a-z][a-z0-9+.-]*://[^/?#\s]+")

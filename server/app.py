@@ -23,6 +23,8 @@ from functools import cache
 
 import asyncpg
 import psutil
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.exposition import generate_latest
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -31,9 +33,11 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.types import Receive, Scope, Send
 
-from punchcard import internals
+from punchcard import internals, metrics
+from punchcard.db import health as db_health
 from punchcard.db import roles
 from punchcard.db.listen import Listener
+from punchcard.db.migrate import head
 from punchcard.db.notify import API_KEY, Notice
 from punchcard.db.pool import UNAVAILABLE, Pool, TenantConnection, TenantPool
 from punchcard.gql.auth import Authenticator
@@ -45,6 +49,7 @@ from punchcard.live.endpoint import RAW_SEND, GraphQLWebSocket, Sockets
 from punchcard.live.hub import Hub
 from punchcard.resolvers import ROOTS
 from punchcard.server.cors import cors_middleware
+from punchcard.server.observe import Observe
 from punchcard.settings import Settings
 
 LOOPBACK = frozenset({"127.0.0.1", "::1"})
@@ -55,6 +60,8 @@ GC_THRESHOLDS = (50_000, 50, 1_000)
 # Connections as punchcard_worker: sign-ins, API key checks and the live change feed.
 INTERNAL_POOL = 4
 HTTP_CODES = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED"}
+# Paths counted by name in punchcard_http_requests (anything else is "other").
+ROUTES = frozenset({"/graphql", "/healthz", "/readyz", "/metrics", "/graphiql", "/"})
 log = logging.getLogger("punchcard.app")
 
 ConnectionHook = Callable[[asyncpg.Connection], Awaitable[None]]
@@ -190,18 +197,39 @@ def create_app(
         return JSONResponse({"status": "ok"})
 
     async def ready(request: Request) -> Response:
-        """Readiness: PostgreSQL answers within the pool's timeout and LISTEN is up."""
+        """Readiness: PostgreSQL answers within the pool's timeout, its migrations are at
+        this code's head and LISTEN is up; else 503 naming what failed."""
         state = request.app.state
-        checks = {"database": False, "listener": bool(state.listener.connected)}
+        checks = {"database": False, "migrations": False, "listener": False}
+        detail: dict[str, str] = {}
         try:
             async with asyncio.timeout(settings.pool_acquire_timeout_seconds):
-                checks["database"] = await state.services.pool.fetchval("SELECT true")
-        except UNAVAILABLE:
-            pass
+                at = await db_health.migration(state.services.pool)
+            checks["database"] = True
+            checks["migrations"] = at == head()
+            if not checks["migrations"]:
+                detail["migrations"] = (
+                    f"at {at or 'nothing'}, code needs {head()}: run `punchcard migrate`"
+                )
+        except UNAVAILABLE as error:
+            detail["database"] = f"not answering ({type(error).__name__})"
+        checks["listener"] = bool(state.listener.connected)
+        if not checks["listener"]:
+            detail["listener"] = "the LISTEN connection is down (reconnecting)"
         ok = all(checks.values())
-        return JSONResponse(
-            {"status": "ok" if ok else "unavailable", **checks}, status_code=200 if ok else 503
-        )
+        body: dict[str, object] = {"status": "ok" if ok else "unavailable", **checks}
+        if not ok:
+            body["failed"] = [name for name, passed in checks.items() if not passed]
+            body["detail"] = detail
+        return JSONResponse(body, status_code=200 if ok else 503)
+
+    async def metrics_page(request: Request) -> Response:
+        """Prometheus metrics: the process's counters, then what it has right now."""
+        if not settings.metrics:
+            return JSONResponse({"error": "not found"}, status_code=404)
+        now = await _snapshot(request.app.state, settings)
+        body = metrics.render() + generate_latest(now)
+        return Response(body, media_type=metrics.CONTENT_TYPE)
 
     async def live_stats(request: Request) -> Response:
         """Live-update counters, for tests and benchmarks (PUNCHCARD_DEBUG_STATS, loopback)."""
@@ -241,15 +269,87 @@ def create_app(
             WebSocketRoute("/graphql", GraphQLWebSocket()),
             Route("/healthz", health),
             Route("/readyz", ready),
+            Route("/metrics", metrics_page),
             Route("/debug/live", live_stats),
         ],
-        # CORS outermost (inside Starlette's ServerErrorMiddleware), then the caller's: a
-        # preflight is answered before any of them runs, and every response, a caller
-        # middleware's own refusals included, carries the CORS headers a browser needs
-        # to read it.
-        middleware=[*cors_middleware(settings), *middleware],
+        # Observe outermost (request id, access line, metrics: preflights included), then
+        # CORS, then the caller's: a preflight is answered before the caller's middleware
+        # runs, and every response, a caller middleware's own refusals included, carries
+        # the CORS headers a browser needs to read it.
+        middleware=[
+            Middleware(Observe, routes=ROUTES, access_log=settings.access_log),
+            *cors_middleware(settings),
+            *middleware,
+        ],
         exception_handlers={HTTPException: json_http_error},
         lifespan=lifespan,
     )
     app.state.settings = settings
     return app
+
+
+class _Families:
+    """Metric families built for one scrape (``generate_latest`` takes any ``collect``)."""
+
+    def __init__(self, families: list[Metric]) -> None:
+        self.families = families
+
+    def collect(self) -> list[Metric]:
+        return self.families
+
+
+def _gauge(name: str, documentation: str, labels: Sequence[str] = ()) -> GaugeMetricFamily:
+    return GaugeMetricFamily(name, documentation, labels=list(labels))
+
+
+async def _snapshot(state: object, settings: Settings) -> _Families:
+    """What the process has now: sockets, subscriptions, pool connections, LISTEN, and
+    how late the sweeper is (one indexed query as the worker role, bounded in time)."""
+    services: Services = state.services  # type: ignore[attr-defined]
+    hub: Hub = state.hub  # type: ignore[attr-defined]
+    sockets: Sockets = state.sockets  # type: ignore[attr-defined]
+    listener: Listener = state.listener  # type: ignore[attr-defined]
+    hub_stats, socket_stats = hub.stats(), sockets.stats()
+    open_ws = _gauge("punchcard_websockets_open", "WebSockets open on this process")
+    open_ws.add_metric([], socket_stats["sockets"])
+    subs = _gauge("punchcard_subscriptions_active", "Live subscriptions on this process")
+    subs.add_metric([], hub_stats["subscribers"])
+    groups = _gauge(
+        "punchcard_subscription_groups", "Distinct subscription documents (executed once each)"
+    )
+    groups.add_metric([], hub_stats["groups"])
+    up = _gauge("punchcard_live_listener_up", "1 when the LISTEN connection is connected")
+    up.add_metric([], 1 if listener.connected else 0)
+    in_use = _gauge(
+        "punchcard_db_pool_connections_in_use", "Pool connections checked out now", ["pool"]
+    )
+    opened = _gauge("punchcard_db_pool_connections_open", "Pool connections open", ["pool"])
+    biggest = _gauge("punchcard_db_pool_connections_max", "Pool size limit", ["pool"])
+    for name, pool, limit in (
+        ("api", services.pool, settings.pool_max_size),
+        ("internal", services.internal, INTERNAL_POOL),
+    ):
+        in_use.add_metric([name], pool.in_use())
+        opened.add_metric([name], pool.get_size())
+        biggest.add_metric([name], limit)
+    families: list[Metric] = [open_ws, subs, groups, up, in_use, opened, biggest]
+    database = _gauge("punchcard_database_up", "1 when the sweeper-lag query answered")
+    try:
+        async with asyncio.timeout(settings.pool_acquire_timeout_seconds):
+            lag = await db_health.lag(services.internal, grace_minutes=settings.sweep_grace_minutes)
+    except UNAVAILABLE:
+        database.add_metric([], 0)
+        return _Families([*families, database])
+    database.add_metric([], 1)
+    late = _gauge(
+        "punchcard_sweeper_lag_seconds",
+        "How late the oldest due work is: bookings past end + grace, reminders past due",
+        ["kind"],
+    )
+    late.add_metric(["bookings"], lag.bookings)
+    late.add_metric(["reminders"], lag.reminders)
+    failing = _gauge(
+        "punchcard_reminders_failing", "Reminders whose last send failed, waiting to be retried"
+    )
+    failing.add_metric([], lag.failing_reminders)
+    return _Families([*families, database, late, failing])

@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -31,6 +32,7 @@ from typing import Any
 
 import asyncpg
 
+from punchcard import metrics
 from punchcard.db import bookings, idempotency, reminders, roles
 from punchcard.db.listen import Listener
 from punchcard.db.notify import CHANNEL, PURCHASE, Notice
@@ -113,10 +115,12 @@ class Sweeper:
             except CONNECTION_ERRORS as error:
                 if once:
                     raise
+                metrics.sweeper_errors.inc()
                 log.warning("database connection lost (%s); reconnecting", error)
             except Exception:
                 if once:
                     raise
+                metrics.sweeper_errors.inc()
                 log.exception("sweeper error; retrying")
             if self.stopping:
                 return
@@ -180,6 +184,7 @@ class Sweeper:
         while not self.stopping:
             if await self.purge_batch(pool) < self.settings.sweep_batch_size:
                 break
+        metrics.sweeper_last_pass.set(time.time())
 
     async def purge_batch(self, pool: asyncpg.Pool) -> int:
         """Idempotency keys past their retention, one batch (its own statement)."""
@@ -189,6 +194,7 @@ class Sweeper:
             limit=self.settings.sweep_batch_size,
             now=self.now,
         )
+        metrics.sweeper_batch.labels("purges").observe(purged)
         if purged:
             self.totals.purged += purged
             log.info("purged %d idempotency keys past their retention", purged)
@@ -201,9 +207,13 @@ class Sweeper:
             batch_size=self.settings.sweep_batch_size,
             now=self.now,
         )
+        metrics.sweeper_batch.labels("completions").observe(len(rows))
         if rows:
             charged = sum(1 for row in rows if row["charged"])
             unpaid = sum(1 for row in rows if row["unpaid"])
+            metrics.sweeper_completed.labels("charged").inc(charged)
+            metrics.sweeper_completed.labels("unpaid").inc(unpaid)
+            metrics.sweeper_completed.labels("unpackaged").inc(len(rows) - charged - unpaid)
             self.totals.completed += len(rows)
             self.totals.charged += charged
             self.totals.unpaid += unpaid
@@ -225,6 +235,7 @@ class Sweeper:
             lease_seconds=self.settings.reminder_lease_seconds,
             now=self.now,
         )
+        metrics.sweeper_batch.labels("reminders").observe(len(rows))
         if not rows:
             return candidates
         limit = asyncio.Semaphore(SEND_CONCURRENCY)
@@ -251,6 +262,8 @@ class Sweeper:
         )
         self.totals.reminded += len(sent)
         self.totals.failed += len(failed)
+        metrics.reminders_sent.inc(len(sent))
+        metrics.reminder_failures.inc(len(failed))
         log.info("sent %d reminders, %d failed (retried with backoff)", len(sent), len(failed))
         return candidates
 
@@ -276,12 +289,16 @@ async def sweep(settings: Settings, *, once: bool = False, now: datetime | None 
         settings.sweep_grace_minutes,
         settings.sweep_poll_seconds,
     )
+    exporter = _serve_metrics(settings)
     try:
         await sweeper.run(once=once)
     finally:
         for sig in SIGNALS:
             loop.remove_signal_handler(sig)
         await sender.aclose()
+        if exporter is not None:
+            exporter.shutdown()
+            exporter.server_close()
     totals = sweeper.totals
     log.info(
         "sweeper stopped: %d bookings completed (%d charged, %d unpaid), %d reminders sent",
@@ -293,9 +310,20 @@ async def sweep(settings: Settings, *, once: bool = False, now: datetime | None 
     return totals
 
 
+def _serve_metrics(settings: Settings) -> Any:
+    """The sweeper's own ``/metrics`` on PUNCHCARD_SWEEPER_METRICS_PORT (a thread)."""
+    port = settings.sweeper_metrics_port
+    if port is None:
+        return None
+    from prometheus_client import start_http_server
+
+    server, _ = start_http_server(port, addr=settings.host, registry=metrics.REGISTRY)
+    log.info("sweeper metrics on http://%s:%d/metrics", settings.host, port)
+    return server
+
+
 def main(settings: Settings, *, once: bool = False, now: datetime | None = None) -> int:
     """``punchcard sweep``: exit 0 after a pass (``once``) or a stop signal."""
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line per webhook call
     previous: dict[signal.Signals, Callable[[int, Any], Any] | int] = {}
     for sig in SIGNALS:
         handler = signal.getsignal(sig)

@@ -22,6 +22,7 @@ def test_every_probe_passes_on_the_pinned_versions() -> None:
         "strawberry_core": True,
         "uvicorn_websocket": True,
         "embedded_server_registry": True,
+        "embedded_initdb": True,
     }
 
 

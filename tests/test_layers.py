@@ -21,7 +21,8 @@ ROOT = Path(punchcard.__file__).parent
 
 # Lowest first. A module may import modules of its own folder and of lower layers.
 LAYERS: list[set[str]] = [
-    {"punchcard.settings", "punchcard.internals", "punchcard.tasks"},
+    {"punchcard.settings", "punchcard.internals", "punchcard.tasks", "punchcard.logs"}
+    | {"punchcard.metrics"},
     {"punchcard.db"},
     {"punchcard.gql"},
     {"punchcard.live"},

@@ -75,6 +75,7 @@ async def test_an_exhausted_pool_answers_service_unavailable_and_healthz_still_a
     assert (await http.get("/readyz")).json() == {
         "status": "ok",
         "database": True,
+        "migrations": True,
         "listener": True,
     }
 
