@@ -42,6 +42,7 @@ from punchcard.gql.schema import Limits, PunchcardSchema, build_schema
 from punchcard.live.endpoint import RAW_SEND, GraphQLWebSocket, Sockets
 from punchcard.live.hub import Hub
 from punchcard.resolvers import ROOTS
+from punchcard.server import pages
 from punchcard.settings import Settings
 
 LOOPBACK = frozenset({"127.0.0.1", "::1"})
@@ -228,6 +229,7 @@ def create_app(
             Route("/healthz", health),
             Route("/readyz", ready),
             Route("/debug/live", live_stats),
+            *pages.routes(settings),  # the live page at /, GraphiQL at /graphiql
         ],
         middleware=list(middleware),
         lifespan=lifespan,
