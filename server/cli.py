@@ -69,10 +69,11 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
             from punchcard.db.roles import worker_url
             from punchcard.gql.auth import issue_token
             from punchcard.server.demo import seed
+            from punchcard.server.pages import demo_banner
 
             subject = asyncio.run(seed(worker_url(ready)))
             token = issue_token(ready, subject, ttl_seconds=7 * 24 * 3600)
-            print(f"GraphiQL:  http://{host}:{port}/graphql", flush=True)
+            print(demo_banner(f"http://{host}:{port}", token), flush=True)
             print(f"Token:     {token}", flush=True)
             print(f'Header:    {{"Authorization": "Bearer {token}"}}', flush=True)
         common = {
