@@ -147,8 +147,8 @@ function start(token) {
     onState: showConnection,
     onFatal: (message) => logout(message),
   });
-  graphql("{ me { name } }").then(
-    (data) => ($("trainer").textContent = data.me.name),
+  graphql("{ me { id name } }").then(
+    (data) => ($("trainer").textContent = data.me.name || data.me.id),
     (error) => error instanceof Refusal && error.code === "UNAUTHENTICATED" && logout(error.message)
   );
   watchCalendar();
