@@ -203,6 +203,8 @@ async def test_two_tabs_stay_in_step_through_clicks_refusals_and_a_server_restar
             await a.get_by_test_id(f"use-{ada['purchase']}").click()
             await expect(b.get_by_test_id(remaining)).to_have_text("9", timeout=LIVE)
             await expect(a.get_by_test_id(remaining)).to_have_text("9", timeout=LIVE)
+            row = f'[data-booking="{ada["booking"]}"]'  # the calendar follows the package
+            await expect(b.locator(row)).to_contain_text("9 left", timeout=LIVE)
 
             # "Complete" in both tabs at once charges the booking once. Each tab's POST is
             # held until the other's has been sent too, so both reach the server together.

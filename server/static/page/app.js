@@ -21,7 +21,7 @@ const CLIENT_UPDATED = `subscription($id: ID!, $after: String) {
   }
 }`;
 const BOOKING_FIELDS = `id startsAt endsAt status charged unpaid lateCancel completedBy
-  client { id name } purchase { id sessionsRemaining }`;
+  client { id name } purchase { id sessionsRemaining revision }`;
 const BOOKINGS_CHANGED = `subscription($from: DateTime!, $to: DateTime!, $after: String) {
   bookingsChanged(from: $from, to: $to, after: $after) {
     cursor snapshot bookings { ${BOOKING_FIELDS} }
@@ -190,6 +190,7 @@ function watchClient(id) {
         update.entries.forEach((entry) => addEntry(client, entry));
         client.cursor = update.cursor;
         renderClients();
+        renderCalendar(); // the "n left" of this client's bookings
       },
       error: (errors) => showNotice(errorText(errors)),
     }
@@ -285,7 +286,7 @@ function renderCalendar() {
   }
   const sections = [...days].map(([key, list]) => {
     const section = keyed("day-" + key, "section", (s) => {
-      s.innerHTML = `<h3></h3><table><tbody></tbody></table>`;
+      s.innerHTML = `<h3></h3><table class="calendar"><tbody></tbody></table>`;
       s.querySelector("h3").textContent = day(new Date(list[0].startsAt), true);
     });
     place(section.querySelector("tbody"), list.map(bookingRow));
@@ -314,7 +315,7 @@ function bookingRow(b) {
   if (b.charged) notes.push("charged");
   if (b.unpaid) notes.push("unpaid");
   if (!b.purchase) notes.push("pay as you go");
-  else notes.push(`${b.purchase.sessionsRemaining} left`);
+  else notes.push(`${latest(b.purchase).sessionsRemaining} left`);
   row.querySelector(".note").textContent = notes.join(" · ");
   const confirmed = b.status === "CONFIRMED";
   for (const button of row.querySelectorAll("button")) {
@@ -325,6 +326,16 @@ function bookingRow(b) {
       `${day(starts)} ${clock(starts)}`);
   }
   return row;
+}
+
+// A booking's package as last heard of: its clientUpdated stream moves on with every
+// session used, while the calendar hears of it only when the booking itself changes.
+function latest(purchase) {
+  for (const client of state.clients.values()) {
+    const known = client.purchases.get(purchase.id);
+    if (known && known.revision > purchase.revision) return known;
+  }
+  return purchase;
 }
 
 function button(kind, id) {
