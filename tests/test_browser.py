@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import signal
 import subprocess
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -34,6 +35,7 @@ from tests.processes import free_port, server, start, stop, wait_healthy
 
 LIVE = 1_000  # ms: a change in one tab shows in the other within a second
 RECONNECT = 30_000  # ms: backoff tops out at 15 s (server/static/page/live.js)
+PONG = 15_000  # ms: a ping unanswered for 10 s closes the socket (live.js)
 # The network "unplugged": no host name resolves, except the server's loopback address.
 OFFLINE = "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1"
 
@@ -113,6 +115,15 @@ class Serve:
         assert self.process is not None
         self.process.kill()
         self.process.wait()
+
+    def freeze(self) -> None:
+        """SIGSTOP: its sockets stay open but nothing answers."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGCONT)
 
     def stop(self) -> None:
         if self.process is not None:
@@ -250,9 +261,28 @@ async def test_two_tabs_stay_in_step_through_clicks_refusals_and_a_server_restar
             for tab in (a, b):
                 await expect(tab.get_by_test_id(remaining)).to_have_text("6", timeout=LIVE)
 
+            # A socket that died silently (a laptop asleep, a dropped Wi-Fi: the server is
+            # frozen here, so nothing closes) is noticed by an unanswered ping. The tab
+            # pings when it is shown again; it goes offline, and back once there is an
+            # answer.
+            serve.freeze()
+            try:
+                await a.evaluate("document.dispatchEvent(new Event('visibilitychange'))")
+                await expect(a.get_by_test_id("connection")).not_to_have_attribute(
+                    "data-state", "live", timeout=PONG
+                )
+            finally:
+                serve.thaw()
+            await expect(a.get_by_test_id("connection")).to_have_attribute(
+                "data-state", "live", timeout=RECONNECT
+            )
+            await a.get_by_test_id(f"use-{ada['purchase']}").click()
+            for tab in (a, b):
+                await expect(tab.get_by_test_id(remaining)).to_have_text("5", timeout=LIVE)
+
             # Nothing missed, nothing shown twice: each tab lists every ledger row once.
             ledger = await db.fetchval("SELECT count(*) FROM session_ledger")
-            assert ledger == 5  # A's use, the charge, Bob's use, the one away, B's use
+            assert ledger == 6  # A's use, the charge, Bob's, the one away, B's use, A's
             for tab in (a, b):
                 await expect(tab.locator("[data-entry]")).to_have_count(ledger)
                 entries = await tab.locator("[data-entry]").evaluate_all(

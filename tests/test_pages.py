@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import re
 from dataclasses import replace
-from pathlib import Path
 
 import httpx
 
@@ -74,7 +73,7 @@ def test_no_file_the_pages_load_names_another_host() -> None:
     assert not re.search(r"@import", css)
 
 
-def test_vendored_files_are_noted(repo_root: Path) -> None:
+def test_vendored_files_are_noted() -> None:
     versions = (pages.GRAPHIQL / "VERSIONS.md").read_text()
     for name in VENDORED:
         assert name in versions, name

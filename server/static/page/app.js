@@ -76,7 +76,7 @@ const state = {
   token: null,
   live: null,
   clients: new Map(), // client id -> { name, cursor, purchases: Map(id -> purchase), stop }
-  calendar: { cursor: null, range: null, bookings: new Map(), stop: null },
+  calendar: { cursor: null, range: null, day: null, bookings: new Map(), stop: null },
   seenEntries: new Set(),
 };
 
@@ -154,8 +154,10 @@ function start(token) {
   watchCalendar();
   loadClients();
   setInterval(() => {
-    if (weekRange().from !== state.calendar.range.from || todayKey() !== renderCalendar.today) {
-      watchCalendar(); // a new day (or week): the calendar's range moves on
+    if (weekRange().from !== state.calendar.range.from) watchCalendar(); // a new week
+    else if (todayKey() !== state.calendar.day) {
+      state.calendar.day = todayKey(); // a new day: "Today" moves on
+      renderCalendar();
     }
   }, 60000);
 }
@@ -201,6 +203,7 @@ function watchCalendar() {
   const calendar = state.calendar;
   if (calendar.stop) calendar.stop();
   calendar.range = weekRange();
+  calendar.day = todayKey();
   calendar.cursor = null;
   calendar.bookings.clear();
   calendar.stop = state.live.subscribe(
@@ -269,8 +272,7 @@ function purchaseRow(client, p) {
 }
 
 function renderCalendar() {
-  const today = todayKey();
-  renderCalendar.today = today;
+  const today = state.calendar.day;
   const bookings = [...state.calendar.bookings.values()];
   bookings.sort((a, b) => a.startsAt.localeCompare(b.startsAt) || a.id.localeCompare(b.id));
   const todays = bookings.filter((b) => dayKey(new Date(b.startsAt)) === today);

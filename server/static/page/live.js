@@ -6,8 +6,9 @@
 // and subscribes again to everything with the variables each subscription gives *then*:
 // its resume point (afterRevision / after: the last cursor seen), so the server sends
 // exactly what was missed. A ping every 15 s that gets no answer in 10 s closes a socket
-// that died silently (sleep, a dropped Wi-Fi); coming back online or to the tab
-// reconnects at once instead of waiting out the backoff.
+// that died silently (sleep, a dropped Wi-Fi), and so does a connection not acknowledged
+// within 10 s; coming back online or to the tab reconnects at once instead of waiting out
+// the backoff.
 //
 //   const live = new LiveSocket({ url, token, onState, onFatal });
 //   const stop = live.subscribe(query, () => ({ id, after: lastCursor }), { next, error });
@@ -15,6 +16,7 @@
 
 const PING_EVERY_MS = 15000;
 const PONG_WITHIN_MS = 10000;
+const ACK_WITHIN_MS = 10000;
 const BACKOFF_FIRST_MS = 500;
 const BACKOFF_MAX_MS = 15000;
 // Close codes after which trying again cannot help: the token is bad or expired.
@@ -34,7 +36,7 @@ class LiveSocket {
     this.stopped = false;
     this.retryTimer = null;
     this.pingTimer = null;
-    this.pongTimer = null;
+    this.answerTimer = null;
     this.wake = () => this.reconnectNow();
     window.addEventListener("online", this.wake);
     document.addEventListener("visibilitychange", this.onVisible = () => {
@@ -69,6 +71,8 @@ class LiveSocket {
     this.acked = false;
     this.onState("connecting");
     const ws = (this.ws = new WebSocket(this.url, "graphql-transport-ws"));
+    clearTimeout(this.answerTimer);
+    this.answerTimer = setTimeout(() => this.abandon(ws), ACK_WITHIN_MS); // a hung handshake
     ws.onopen = () => {
       this.send({ type: "connection_init", payload: { Authorization: "Bearer " + this.token } });
     };
@@ -81,7 +85,7 @@ class LiveSocket {
   }
 
   receive(message) {
-    clearTimeout(this.pongTimer); // any message shows the socket is alive
+    clearTimeout(this.answerTimer); // any message shows the socket is alive
     switch (message.type) {
       case "connection_ack":
         this.acked = true;
@@ -141,15 +145,17 @@ class LiveSocket {
   checkAlive() {
     if (!this.ws || this.ws.readyState !== WebSocket.OPEN) return this.reconnectNow();
     this.send({ type: "ping" });
-    clearTimeout(this.pongTimer);
+    clearTimeout(this.answerTimer);
     const ws = this.ws;
-    this.pongTimer = setTimeout(() => {
-      if (ws === this.ws) {
-        ws.onclose = null;
-        ws.close();
-        this.closed({ code: 1006 });
-      }
-    }, PONG_WITHIN_MS);
+    this.answerTimer = setTimeout(() => this.abandon(ws), PONG_WITHIN_MS);
+  }
+
+  // Give up on a socket that stopped answering: close it and retry as after a drop.
+  abandon(ws) {
+    if (ws !== this.ws) return;
+    ws.onclose = null;
+    ws.close();
+    this.closed({ code: 1006 });
   }
 
   startHeartbeat() {
@@ -159,7 +165,7 @@ class LiveSocket {
 
   stopHeartbeat() {
     clearInterval(this.pingTimer);
-    clearTimeout(this.pongTimer);
+    clearTimeout(this.answerTimer);
   }
 
   sendSubscribe(id) {
