@@ -48,6 +48,7 @@ from punchcard.gql.schema import Limits, PunchcardSchema, build_schema
 from punchcard.live.endpoint import RAW_SEND, GraphQLWebSocket, Sockets
 from punchcard.live.hub import Hub
 from punchcard.resolvers import ROOTS
+from punchcard.server import pages
 from punchcard.server.cors import cors_middleware
 from punchcard.server.observe import Observe
 from punchcard.settings import Settings
@@ -271,6 +272,7 @@ def create_app(
             Route("/readyz", ready),
             Route("/metrics", metrics_page),
             Route("/debug/live", live_stats),
+            *pages.routes(settings),  # the live page at /, GraphiQL at /graphiql
         ],
         # Observe outermost (request id, access line, metrics: preflights included), then
         # CORS, then the caller's: a preflight is answered before the caller's middleware

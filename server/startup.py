@@ -26,6 +26,7 @@ import asyncpg
 from punchcard.db import roles
 from punchcard.db.health import migration
 from punchcard.db.migrate import head
+from punchcard.server.pages import demo_links
 from punchcard.settings import Settings, hide_password
 
 log = logging.getLogger("punchcard")
@@ -145,13 +146,18 @@ def banner(
     database = hide_password(settings.database_url or "")
     if embedded:
         database += f" (embedded, in {settings.data_dir})"
+    links = (
+        demo_links(base, token) if token else {"page": f"{base}/", "graphiql": f"{base}/graphiql"}
+    )
     fields: dict[str, object] = {
         "version": package_version(),
         "env": settings.env,
         "api": f"{base}/graphql",
         "websocket": f"ws://{shown}:{port}/graphql",
-        "graphiql": f"{base}/graphiql" if settings.graphiql_on else None,
-        "page": f"{base}/",
+        # With the demo token, the links sign the browser in (the token rides in the
+        # fragment, which the browser never sends: server/pages.py).
+        "graphiql": links["graphiql"] if settings.graphiql_on else None,
+        "page": links["page"],
         "database": database,
         "sweeper": sweeper,
         "workers": workers,

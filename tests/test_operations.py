@@ -196,9 +196,11 @@ def test_a_first_demo_start_prints_a_short_banner(
         assert stop(process) == 0
     assert len(before_first_request) <= 15, "\n".join(before_first_request)
     text = "\n".join(before_first_request)
-    assert f"GraphiQL:  {url}/graphiql" in text
+    token = re.search(r"Token:     (\S+)", text)
+    assert token, text
+    assert f"GraphiQL:  {url}/graphiql#token={token[1]}" in text  # signed in
     assert f"ws://127.0.0.1:{port}/graphql" in text
-    assert f"Page:      {url}/" in text
+    assert f"Page:      {url}/#token={token[1]}" in text
     assert re.search(r"Sweeper:   on \(pid \d+\)", text)
     assert "warning: JWT_SECRET is not set" in text
     assert "embedded" in text

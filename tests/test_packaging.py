@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -43,6 +44,32 @@ def installed(repo_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
     return target
 
 
+@pytest.fixture(scope="module")
+def wheel(repo_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``pip wheel`` of a copy of the working tree: what PyPI would get."""
+    base = tmp_path_factory.mktemp("wheel")
+    source = base / "source"
+    shutil.copytree(repo_root, source, symlinks=True, ignore=NOT_COPIED)
+    run(sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(base / "dist"),
+        str(source), cwd=base)  # fmt: skip
+    (built,) = (base / "dist").glob("punchcard-*.whl")
+    return built
+
+
+def test_the_wheel_ships_the_pages_and_their_vendored_assets(wheel: Path, repo_root: Path) -> None:
+    """The live page and GraphiQL are served from package files, offline: every file
+    under server/static is in the wheel, byte for byte."""
+    static = repo_root / "server" / "static"
+    expected = {p.relative_to(repo_root).as_posix() for p in static.rglob("*") if p.is_file()}
+    assert len(expected) >= 10 and "server/static/graphiql/graphiql.min.js" in expected
+    with zipfile.ZipFile(wheel) as archive:
+        names = set(archive.namelist())
+        for name in expected:
+            packaged = f"punchcard/{name}"
+            assert packaged in names, packaged
+            assert archive.read(packaged) == (repo_root / name).read_bytes(), packaged
+
+
 def test_a_real_install_puts_only_punchcard_at_the_top_level(installed: Path) -> None:
     top = sorted(p.name for p in installed.iterdir() if p.name != "bin")
     assert top == ["punchcard", "punchcard-0.1.0.dist-info"]
@@ -52,6 +79,9 @@ def test_a_real_install_puts_only_punchcard_at_the_top_level(installed: Path) ->
         assert (package / "__init__.py").is_file()
     versions = installed / "punchcard" / "db" / "migrations" / "versions"
     assert len(list(versions.glob("0*.py"))) >= 3  # the migrations ship too
+    static = installed / "punchcard" / "server" / "static"
+    assert (static / "page" / "index.html").is_file()  # and the pages (server/pages.py)
+    assert (static / "graphiql" / "graphiql.min.js").is_file()
 
 
 def test_the_installed_copy_runs_on_its_own(installed: Path, tmp_path: Path) -> None:
