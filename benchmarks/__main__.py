@@ -14,6 +14,7 @@ import time
 
 SUITES = {
     "http_api": (["--seconds", "10"], ["--seconds", "4"]),
+    "row_security": ([], ["--statements", "1000"]),
     "sweeper": ([], ["--bookings", "2000"]),
     "live_updates": ([], ["--quick"]),
     "websocket_soak": ([], ["--cycles", "2000"]),
