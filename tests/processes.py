@@ -52,19 +52,25 @@ def start(args: list[str], env: Mapping[str, str], log: Path) -> subprocess.Pope
 
 
 def wait_healthy(
-    process: subprocess.Popen[bytes], url: str, log: Path, timeout: float = 60
+    process: subprocess.Popen[bytes],
+    url: str,
+    log: Path,
+    timeout: float = 60,
+    *,
+    path: str = "/healthz",
 ) -> None:
+    """Until ``path`` answers 200 (``/readyz``: the database and LISTEN too)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"server exited with {process.returncode}:\n{log.read_text()}")
         try:
-            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+            if httpx.get(f"{url}{path}", timeout=2).status_code == 200:
                 return
         except httpx.HTTPError:
             pass
-        time.sleep(0.1)
-    raise TimeoutError(f"server not healthy after {timeout}s:\n{log.read_text()}")
+        time.sleep(0.05)
+    raise TimeoutError(f"server not answering {path} after {timeout}s:\n{log.read_text()}")
 
 
 def stop(process: subprocess.Popen[bytes], timeout: float = 30) -> int:

@@ -28,7 +28,15 @@ from punchcard.db.migrate import head
 from punchcard.settings import BadSetting, Settings, hide_password
 from tests.conftest import JWT_SECRET, database_url, in_process
 from tests.live import token
-from tests.processes import child_env, free_port, punchcard_command, server, start, stop
+from tests.processes import (
+    child_env,
+    free_port,
+    punchcard_command,
+    server,
+    start,
+    stop,
+    wait_healthy,
+)
 
 TIMEOUT = 120
 
@@ -162,19 +170,6 @@ def test_hide_password() -> None:
 # -- a first start, and the sweeper child --------------------------------------------------
 
 
-def wait_ready(process: subprocess.Popen[bytes], url: str, log: Path) -> None:
-    deadline = time.monotonic() + TIMEOUT
-    while time.monotonic() < deadline:
-        assert process.poll() is None, log.read_text()
-        try:
-            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.05)
-    raise TimeoutError(log.read_text())
-
-
 def test_a_first_demo_start_prints_a_short_banner(
     tmp_path: Path, embedded_env: dict[str, str]
 ) -> None:
@@ -191,7 +186,7 @@ def test_a_first_demo_start_prints_a_short_banner(
             assert process.poll() is None and time.monotonic() < deadline, log.read_text()
             time.sleep(0.05)
         before_first_request = log.read_text().splitlines()
-        wait_ready(process, url, log)
+        wait_healthy(process, url, log, TIMEOUT, path="/readyz")
     finally:
         assert stop(process) == 0
     assert len(before_first_request) <= 15, "\n".join(before_first_request)
