@@ -234,3 +234,51 @@ for _table in (purchases, bookings, session_ledger):
     )
 Index("bookings_trainer_changed", bookings.c.trainer_id, bookings.c.changed_xid)
 Index("session_ledger_trainer_changed", session_ledger.c.trainer_id, session_ledger.c.changed_xid)
+
+# Migration 0005 (Stripe): the account binding, one row per payment intent, and every
+# processed event id with its outcome. See db/stripe.py.
+stripe_accounts = Table(
+    "stripe_accounts",
+    metadata,
+    Column("account_id", Text, primary_key=True),
+    _trainer_fk(),
+    _created_at(),
+    Index("stripe_accounts_trainer", "trainer_id"),
+)
+
+stripe_payments = Table(
+    "stripe_payments",
+    metadata,
+    Column("payment_intent", Text, primary_key=True),
+    _trainer_fk(),
+    Column("checkout_session_id", Text, unique=True),
+    Column("purchase_id", BigInteger, ForeignKey("purchases.id", ondelete="SET NULL")),
+    Column("sold_by_event", Text),
+    Column("refunded_by_event", Text),
+    Column("refunded_at", DateTime(timezone=True)),
+    _created_at(),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Index("stripe_payments_trainer", "trainer_id"),
+)
+
+
+stripe_events = Table(
+    "stripe_events",
+    metadata,
+    Column("event_id", Text, primary_key=True),
+    Column("trainer_id", BigInteger, ForeignKey("trainers.id", ondelete="CASCADE")),
+    Column("account_id", Text),
+    Column("type", Text, nullable=False),
+    Column("outcome", Text, nullable=False),
+    Column("reason", Text),
+    Column("payment_intent", Text),
+    Column("purchase_id", BigInteger, ForeignKey("purchases.id", ondelete="SET NULL")),
+    Column("sessions_cancelled", Integer),
+    Column("received_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    CheckConstraint(
+        "outcome IN ('RECEIVED', 'SOLD', 'REFUNDED', 'REFUND_PENDING', 'DUPLICATE', 'IGNORED', "
+        "'REJECTED')",
+        name="stripe_events_outcome_known",
+    ),
+    Index("stripe_events_trainer_received", "trainer_id", "received_at"),
+)

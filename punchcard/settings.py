@@ -82,6 +82,8 @@ class Settings:
     access_log: bool = True  # one log line per HTTP request (with its request id)
     metrics: bool = True  # GET /metrics (Prometheus text format)
     sweeper_metrics_port: int | None = None  # the sweeper's own /metrics port; None: off
+    stripe_webhook_secret: str | None = None  # whsec_...: POST /webhooks/stripe; None: 503
+    stripe_platform_trainer: str | None = None  # a trainer's subject: the platform's events
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -216,6 +218,8 @@ class Settings:
             access_log=env.get("PUNCHCARD_ACCESS_LOG", "1") not in {"0", "false", "no"},
             metrics=env.get("PUNCHCARD_METRICS", "1") not in {"0", "false", "no"},
             sweeper_metrics_port=get_int("PUNCHCARD_SWEEPER_METRICS_PORT", 0) or None,
+            stripe_webhook_secret=env.get("PUNCHCARD_STRIPE_WEBHOOK_SECRET") or None,
+            stripe_platform_trainer=env.get("PUNCHCARD_STRIPE_PLATFORM_TRAINER") or None,
         )._validated()
 
     def _validated(self) -> Settings:

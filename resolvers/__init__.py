@@ -13,6 +13,7 @@ from punchcard.resolvers import (
     clients,
     ledger,
     offers,
+    payments,
     purchases,
     subscriptions,
 )
@@ -27,6 +28,7 @@ ROOTS = Roots(
             bookings.Query,
             ledger.Query,
             api_keys.Query,
+            payments.Query,
         ),
     ),
     mutation=merge_types(
@@ -37,6 +39,7 @@ ROOTS = Roots(
             purchases.Mutation,
             bookings.Mutation,
             api_keys.Mutation,
+            payments.Mutation,
         ),
     ),
     subscription=subscriptions.Subscription,

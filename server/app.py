@@ -51,6 +51,7 @@ from punchcard.resolvers import ROOTS
 from punchcard.server import pages
 from punchcard.server.cors import cors_middleware
 from punchcard.server.observe import Observe
+from punchcard.server.stripe_webhook import stripe_webhook
 from punchcard.settings import Settings
 
 LOOPBACK = frozenset({"127.0.0.1", "::1"})
@@ -62,7 +63,9 @@ GC_THRESHOLDS = (50_000, 50, 1_000)
 INTERNAL_POOL = 4
 HTTP_CODES = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED"}
 # Paths counted by name in punchcard_http_requests (anything else is "other").
-ROUTES = frozenset({"/graphql", "/healthz", "/readyz", "/metrics", "/graphiql", "/"})
+ROUTES = frozenset(
+    {"/graphql", "/healthz", "/readyz", "/metrics", "/graphiql", "/", "/webhooks/stripe"}
+)
 log = logging.getLogger("punchcard.app")
 
 ConnectionHook = Callable[[asyncpg.Connection], Awaitable[None]]
@@ -272,6 +275,7 @@ def create_app(
             Route("/readyz", ready),
             Route("/metrics", metrics_page),
             Route("/debug/live", live_stats),
+            Route("/webhooks/stripe", stripe_webhook, methods=["POST"]),
             *pages.routes(settings),  # the live page at /, GraphiQL at /graphiql
         ],
         # Observe outermost (request id, access line, metrics: preflights included), then
