@@ -101,6 +101,19 @@ mutation($name: String!, $total: Int!, $days: Int, $price: Int) {
   }
 }"""
 OFFERS = "{ offers { id name } }"
+CONNECT_STRIPE = """
+mutation($account: String!) {
+  connectStripeAccount(accountId: $account) { accountId connectedAt }
+}"""
+DISCONNECT_STRIPE = """
+mutation($account: String!) { disconnectStripeAccount(accountId: $account) { accountId } }"""
+STRIPE_ACCOUNTS = "{ stripeAccounts { accountId connectedAt } }"
+STRIPE_EVENTS = """
+query($first: Int) {
+  stripeEvents(first: $first) {
+    eventId type accountId outcome reason paymentIntent sessionsCancelled purchase { id status }
+  }
+}"""
 API_KEYS = "{ apiKeys { id name prefix scopes revokedAt lastUsedAt } }"
 ME = "{ me { id name email } }"
 CLIENT = "query($id: ID!) { client(id: $id) { id name purchases { id } } }"
@@ -150,6 +163,7 @@ class World:
     secret: str  # the API key's secret (READ + WRITE)
     use_key: str
     complete_key: str
+    stripe_account: str  # bound to this trainer (connectStripeAccount)
 
 
 async def build_world(api: Api, name: str = "Ada") -> World:
@@ -172,6 +186,8 @@ async def build_world(api: Api, name: str = "Ada") -> World:
     cancelled = await booking(api, cid, sold["id"], start=at(days=3))
     await api.data(CANCEL, id=cancelled["id"])
     created = (await api.data(CREATE_KEY, name=f"{name}'s widget"))["createApiKey"]
+    stripe_account = f"acct_{name}Studio"
+    await api.data(CONNECT_STRIPE, account=stripe_account)
     return World(
         trainer=trainer,
         client=cid,
@@ -188,6 +204,7 @@ async def build_world(api: Api, name: str = "Ada") -> World:
         secret=created["secret"],
         use_key=use_key,
         complete_key=complete_key,
+        stripe_account=stripe_account,
     )
 
 
@@ -215,6 +232,8 @@ MUTATIONS: dict[str, tuple[str, Variables]] = {
     "reopenBooking": (REOPEN, lambda w: {"id": w.completed}),
     "createApiKey": (CREATE_KEY, lambda w: {"name": "zap"}),
     "revokeApiKey": (REVOKE_KEY, lambda w: {"id": w.api_key}),
+    "connectStripeAccount": (CONNECT_STRIPE, lambda w: {"account": "acct_NewStudio"}),
+    "disconnectStripeAccount": (DISCONNECT_STRIPE, lambda w: {"account": w.stripe_account}),
 }
 
 QUERIES: dict[str, tuple[str, Variables]] = {
@@ -227,6 +246,8 @@ QUERIES: dict[str, tuple[str, Variables]] = {
     "bookings": (BOOKINGS, lambda w: {"from": iso(at(days=-30)), "to": iso(at(days=30))}),
     "ledger": (LEDGER, lambda w: {}),
     "apiKeys": (API_KEYS, lambda w: {}),
+    "stripeAccounts": (STRIPE_ACCOUNTS, lambda w: {}),
+    "stripeEvents": (STRIPE_EVENTS, lambda w: {}),
 }
 
 

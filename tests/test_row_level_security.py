@@ -29,6 +29,9 @@ TENANT_TABLES = (
     "idempotency_keys",
     "api_keys",
     "reminders",
+    "stripe_accounts",
+    "stripe_payments",
+    "stripe_events",
 )
 
 
@@ -52,6 +55,16 @@ async def tenants(settings: Settings, db: asyncpg.Connection) -> AsyncIterator[T
             """
             INSERT INTO reminders (booking_id, trainer_id, remind_at, next_attempt_at)
             SELECT id, trainer_id, starts_at, starts_at FROM bookings
+            """
+        )
+        await db.execute(  # what the Stripe webhook writes: a payment and its event each
+            """
+            INSERT INTO stripe_payments (payment_intent, trainer_id, purchase_id)
+            SELECT 'pi_' || id, trainer_id, id FROM purchases;
+            INSERT INTO stripe_events (event_id, trainer_id, type, outcome, payment_intent)
+            SELECT 'evt_' || payment_intent, trainer_id, 'checkout.session.completed', 'SOLD',
+                   payment_intent
+              FROM stripe_payments
             """
         )
         services = app.state.services
