@@ -11,7 +11,8 @@ to ``db.stripe.process``, which does it once per event id. Answers:
   refund, an event type punchcard does not act on; DUPLICATE: a redelivery). Stripe then
   stops retrying; the trainer sees why in ``stripeEvents``.
 - 400 (``STRIPE_SIGNATURE_INVALID`` or ``BAD_REQUEST``): a missing, wrong or stale
-  signature, a body that is not UTF-8 JSON, an event without the fields it needs.
+  signature, a body that is not UTF-8 JSON, an event without the fields it needs; 413
+  over 512 KiB, 408 when the body does not arrive in ``PUNCHCARD_BODY_TIMEOUT_SECONDS``.
   Nothing is written.
 - 503: no secret configured (``STRIPE_NOT_CONFIGURED``), or the database not answering
   (``SERVICE_UNAVAILABLE``): Stripe retries for three days, so nothing is lost.
@@ -19,6 +20,7 @@ to ``db.stripe.process``, which does it once per event id. Answers:
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -61,10 +63,13 @@ async def stripe_webhook(request: Request) -> Response:
         )
     body = bytearray()
     try:
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > MAX_BODY:
-                return _refusal(413, "PAYLOAD_TOO_LARGE", f"larger than {MAX_BODY} bytes")
+        async with asyncio.timeout(settings.body_timeout_seconds):
+            async for chunk in request.stream():
+                body += chunk
+                if len(body) > MAX_BODY:
+                    return _refusal(413, "PAYLOAD_TOO_LARGE", f"larger than {MAX_BODY} bytes")
+    except TimeoutError:
+        return _refusal(408, "REQUEST_TIMEOUT", "the body did not arrive in time")
     except ClientDisconnect:
         return _refusal(400, "BAD_REQUEST", "the body did not arrive")
     try:

@@ -264,6 +264,15 @@ async def test_a_body_that_is_not_utf8_is_refused(shop: Shop, db: asyncpg.Connec
     assert response.json()["errors"][0]["extensions"]["code"] == "BAD_REQUEST"
 
 
+async def test_a_body_over_the_limit_is_refused_unread(shop: Shop, db: asyncpg.Connection) -> None:
+    event = sale(shop)
+    event["padding"] = "x" * (512 * 1024)
+    async with unchanged(db):
+        response = await deliver(shop.http, event)  # correctly signed, but too large
+    assert response.status_code == 413
+    assert response.json()["errors"][0]["extensions"]["code"] == "PAYLOAD_TOO_LARGE"
+
+
 async def test_without_a_secret_the_endpoint_is_unavailable(
     settings: Settings, db: asyncpg.Connection
 ) -> None:
