@@ -281,6 +281,7 @@ async def _sell(conn: Executor, event_id: str, trainer_id: int, sale: Sale) -> O
     )
     if claim is None:
         payment = await conn.fetchrow(PAYMENT, sale.payment_intent)
+        assert payment is not None  # the conflict that refused the claim is this row
         if payment["trainer_id"] != trainer_id:
             return Outcome("REJECTED", _elsewhere(sale.payment_intent))
         by = payment["sold_by_event"]
@@ -318,6 +319,7 @@ async def _refund(conn: Executor, event_id: str, trainer_id: int, refund: Refund
     claim = await conn.fetchrow(CLAIM_REFUND, refund.payment_intent, trainer_id, event_id)
     if claim is None:
         payment = await conn.fetchrow(PAYMENT, refund.payment_intent)
+        assert payment is not None  # the conflict that refused the claim is this row
         if payment["trainer_id"] != trainer_id:
             return Outcome("REJECTED", _elsewhere(refund.payment_intent))
         by = payment["refunded_by_event"]

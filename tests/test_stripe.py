@@ -15,6 +15,7 @@ import itertools
 import json
 import time
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -25,7 +26,8 @@ import stripe
 from punchcard.db.notify import CHANNEL, Notice
 from punchcard.settings import Settings
 from tests.conftest import JWT_SECRET, Api, in_process
-from tests.helpers import PURCHASE_FIELDS, USE, client, row_id
+from tests.helpers import CREATE_CLIENT, PURCHASE_FIELDS, USE, client, row_id
+from tests.live import http_client, serve_env, servers, socket, token
 from tests.refusals import (
     CONNECT_STRIPE,
     CREATE_KEY,
@@ -566,6 +568,39 @@ async def test_a_refund_from_another_trainers_account_cancels_nothing(
     their_sale = sale(shop, account="acct_BeaStudio", session="cs_other")
     assert (await accepted(shop.http, their_sale))["outcome"] == "REJECTED"
     assert (await shop.api.data(PURCHASE, id=package))["purchase"]["status"] == "ACTIVE"
+
+
+LIVE_PURCHASE = """
+subscription($id: ID!) {
+  purchaseUpdated(purchaseId: $id) { revision snapshot purchase { status sessionsUsed } }
+}"""
+
+
+async def test_open_tabs_see_the_refund_through_a_real_server(db_url: str, tmp_path: Path) -> None:
+    """Two ``punchcard serve`` processes: Stripe posts to one, a tab watches on the other."""
+    # No polling to rescue a missing NOTIFY: the refund must wake the other process.
+    env = serve_env(
+        db_url, PUNCHCARD_STRIPE_WEBHOOK_SECRET=SECRET, PUNCHCARD_LIVE_POLL_SECONDS="600"
+    )
+    bearer = token("trainer-a")
+    with servers(env, tmp_path, 2) as (a, b):
+        async with http_client(a, bearer) as stripe_side, http_client(b, bearer) as tab_side:
+            await tab_side.data(CONNECT_STRIPE, account=ACCOUNT)
+            cid = (await tab_side.data(CREATE_CLIENT, name="Ada"))["createClient"]["id"]
+            offer = await tab_side.data(CREATE_OFFER, name="Ten", total=10, days=90)
+            event = checkout(client_id=cid, offer_id=offer["createOffer"]["id"])
+            sold = (await accepted(stripe_side.http, event))["purchaseId"]
+            async with socket(b, bearer) as tab:
+                await tab.subscribe("p", LIVE_PURCHASE, id=sold)
+                first = (await tab.data("p"))["purchaseUpdated"]
+                assert (first["revision"], first["purchase"]["status"]) == (0, "ACTIVE")
+                await stripe_side.data(USE, id=sold)  # the tab is live: it sees this first
+                used = (await tab.data("p"))["purchaseUpdated"]
+                assert (used["revision"], used["purchase"]["sessionsUsed"]) == (1, 1)
+                assert (await accepted(stripe_side.http, refunded()))["outcome"] == "REFUNDED"
+                update = (await tab.data("p"))["purchaseUpdated"]
+                assert (update["revision"], update["snapshot"]) == (2, False)
+                assert update["purchase"] == {"status": "CANCELLED", "sessionsUsed": 1}
 
 
 # --- connectStripeAccount / disconnectStripeAccount ----------------------------------------
