@@ -24,6 +24,7 @@ import pytest
 import stripe
 
 from punchcard.db.notify import CHANNEL, Notice
+from punchcard.server import stripe_webhook
 from punchcard.settings import Settings
 from tests.conftest import JWT_SECRET, Api, in_process
 from tests.helpers import CREATE_CLIENT, PURCHASE_FIELDS, USE, client, row_id
@@ -196,6 +197,9 @@ def test_the_tests_sign_as_stripe_does() -> None:
     assert header == stripe.WebhookSignature.generate_signature_header(payload, SECRET, stamp)
     with pytest.raises(stripe.SignatureVerificationError):
         stripe.WebhookSignature.verify_header(payload, sign(payload, secret="whsec_x"), SECRET)
+    assert stripe_webhook.TOLERANCE_SECONDS == stripe.Webhook.DEFAULT_TOLERANCE == 300
+    assert stripe_webhook.verify(payload, header, SECRET) is None
+    assert "tolerance" in str(stripe_webhook.verify(payload, _stale(payload), SECRET))
 
 
 def _stale(payload: str) -> str:
