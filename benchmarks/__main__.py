@@ -14,6 +14,7 @@ import time
 
 SUITES = {
     "peers": (["--seconds", "10", "--rounds", "3"], ["--seconds", "4", "--rounds", "1"]),
+    "tail": (["--seconds", "6", "--rounds", "3"], ["--seconds", "4", "--rounds", "1"]),
     "http_api": (["--seconds", "10"], ["--seconds", "4"]),
     "row_security": ([], ["--statements", "1000"]),
     "sweeper": ([], ["--bookings", "2000"]),
