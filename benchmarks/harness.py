@@ -120,10 +120,11 @@ def wrk(
     tokens: Sequence[str] = (),
     connections: int = 16,
     seconds: int = 10,
+    origin: str = "",
 ) -> Load:
     """POST ``body_template % id`` (ids taken in turn; with ``tokens``, each id with its
-    own token) for ``seconds``; counts responses without GraphQL errors as ok (see
-    wrk_post.lua)."""
+    own token; with ``origin``, an ``Origin`` header on each) for ``seconds``; counts
+    responses without GraphQL errors as ok (see wrk_post.lua)."""
     assert "\n" not in body_template and "\n" not in token
     with tempfile.NamedTemporaryFile("w", suffix=".spec", delete=False) as spec:
         lines = [f"{i} {t}" for i, t in zip(ids, tokens, strict=True)] if tokens else ids
@@ -142,6 +143,7 @@ def wrk(
                 url,
                 "--",
                 spec.name,
+                *([origin] if origin else []),
             ],
             capture_output=True,
             text=True,

@@ -52,6 +52,8 @@ CALENDAR_BODY = (
     '"variables": {"from": "2027-03-01T00:00:00Z", "to": "2027-04-01T00:00:00Z"}}'
 )
 
+# useSession's NOTIFY payload (db.purchases.NOTIFY_CHANGED), with the same aliases.
+NOTIFY = notify_sql(trainer="c.trainer_id", kind=PURCHASE, id="c.id", r="c.revision", l="e.id")
 FUNCTIONS = f"""
 CREATE OR REPLACE FUNCTION current_trainer_id() RETURNS bigint LANGUAGE sql STABLE PARALLEL SAFE
     RETURN nullif(current_setting('jwt.claims.trainer_id', true), '')::bigint;
@@ -86,8 +88,7 @@ CREATE FUNCTION peer_use_session(purchase_id bigint) RETURNS purchases
           FROM changed AS c
         RETURNING id
     ), notified AS (
-        SELECT {notify_sql(trainer="c.trainer_id", kind=PURCHASE, id="c.id", r="c.revision",
-                           l="e.id")}
+        SELECT {NOTIFY}
           FROM changed AS c, entry AS e
     )
     SELECT c.* FROM changed AS c, entry AS e, notified AS n

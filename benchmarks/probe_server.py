@@ -6,7 +6,10 @@ collections, and ``gc.callbacks`` timing every collection (generation, pause, ob
 collected). ``GET /probe`` returns both as
 JSON and starts over. Nothing here is part of punchcard: benchmarks/tail.py runs it.
 
-    python -m benchmarks.probe_server --port 8123   (DATABASE_URL, PUNCHCARD_* as usual)
+``--without observe|cors|slow_clients|probe`` takes a layer off (benchmarks/layers.py).
+
+    python -m benchmarks.probe_server --port 8123 [--without LAYER ...]
+    (DATABASE_URL, PUNCHCARD_* as usual)
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ import uvicorn
 from starlette.middleware import Middleware
 
 from punchcard.server.app import create_app
+from punchcard.server.cors import JSONErrorCORSMiddleware
+from punchcard.server.observe import Observe
 from punchcard.server.slow_clients import http_protocol
 from punchcard.settings import Settings
 
@@ -73,18 +78,31 @@ class Probe:
             requests.append((time.perf_counter() - started, _paused[0] - paused))
 
 
+# Layers ``--without`` can take off (benchmarks/layers.py): the middleware classes
+# create_app installs, and the HTTP protocol with the header deadline.
+MIDDLEWARE = {"observe": Observe, "cors": JSONErrorCORSMiddleware}
+LAYERS = (*MIDDLEWARE, "slow_clients", "probe")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--without", action="append", default=[], choices=LAYERS)
     args = parser.parse_args()
     settings = Settings.from_env()
-    gc.callbacks.append(_on_gc)
-    app = create_app(settings, middleware=[Middleware(Probe)])
+    probe = "probe" not in args.without
+    if probe:
+        gc.callbacks.append(_on_gc)
+    app = create_app(settings, middleware=[Middleware(Probe)] if probe else [])
+    off = {MIDDLEWARE[name] for name in args.without if name in MIDDLEWARE}
+    # Starlette builds its middleware stack on the first call: dropping entries now works.
+    app.user_middleware = [m for m in app.user_middleware if m.cls not in off]
+    plain = "slow_clients" in args.without
     config = uvicorn.Config(
         app,
         port=args.port,
         loop="uvloop",
-        http=http_protocol(settings),
+        http="httptools" if plain else http_protocol(settings),
         ws="websockets-sansio",
         log_config=None,
         log_level=None,
