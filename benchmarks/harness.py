@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import psutil
 
 from punchcard.db.embedded import EmbeddedPostgres
 from punchcard.db.migrate import upgrade
@@ -95,6 +96,20 @@ def serving(command: Sequence[str], env: dict[str, str], port: int) -> Iterator[
         except subprocess.TimeoutExpired:
             process.kill()
         os.unlink(log.name)
+
+
+def listening_process(port: int) -> psutil.Process:
+    """The process listening on ``port`` on this machine (a server ``serving`` started)."""
+    for conn in psutil.net_connections(kind="tcp"):
+        if conn.status == psutil.CONN_LISTEN and conn.laddr.port == port and conn.pid:
+            return psutil.Process(conn.pid)
+    raise LookupError(f"nothing listens on port {port}")
+
+
+def cpu_seconds(process: psutil.Process) -> float:
+    """User + system CPU time the process has used so far."""
+    times = process.cpu_times()
+    return float(times.user + times.system)
 
 
 @dataclass(frozen=True)
