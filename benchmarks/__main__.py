@@ -13,6 +13,10 @@ import sys
 import time
 
 SUITES = {
+    "peers": (["--seconds", "10", "--rounds", "3"], ["--seconds", "4", "--rounds", "1"]),
+    "tail": (["--seconds", "6", "--rounds", "3"], ["--seconds", "4", "--rounds", "1"]),
+    "layers": (["--seconds", "4", "--rounds", "5"], ["--seconds", "3", "--rounds", "1"]),
+    "encoding": ([], ["--repeat", "200"]),
     "http_api": (["--seconds", "10"], ["--seconds", "4"]),
     "row_security": ([], ["--statements", "1000"]),
     "sweeper": ([], ["--bookings", "2000"]),

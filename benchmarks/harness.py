@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import psutil
 
 from punchcard.db.embedded import EmbeddedPostgres
 from punchcard.db.migrate import upgrade
@@ -97,6 +98,20 @@ def serving(command: Sequence[str], env: dict[str, str], port: int) -> Iterator[
         os.unlink(log.name)
 
 
+def listening_process(port: int) -> psutil.Process:
+    """The process listening on ``port`` on this machine (a server ``serving`` started)."""
+    for conn in psutil.net_connections(kind="tcp"):
+        if conn.status == psutil.CONN_LISTEN and conn.laddr.port == port and conn.pid:
+            return psutil.Process(conn.pid)
+    raise LookupError(f"nothing listens on port {port}")
+
+
+def cpu_seconds(process: psutil.Process) -> float:
+    """User + system CPU time the process has used so far."""
+    times = process.cpu_times()
+    return float(times.user + times.system)
+
+
 @dataclass(frozen=True)
 class Load:
     requests: int
@@ -120,10 +135,11 @@ def wrk(
     tokens: Sequence[str] = (),
     connections: int = 16,
     seconds: int = 10,
+    origin: str = "",
 ) -> Load:
     """POST ``body_template % id`` (ids taken in turn; with ``tokens``, each id with its
-    own token) for ``seconds``; counts responses without GraphQL errors as ok (see
-    wrk_post.lua)."""
+    own token; with ``origin``, an ``Origin`` header on each) for ``seconds``; counts
+    responses without GraphQL errors as ok (see wrk_post.lua)."""
     assert "\n" not in body_template and "\n" not in token
     with tempfile.NamedTemporaryFile("w", suffix=".spec", delete=False) as spec:
         lines = [f"{i} {t}" for i, t in zip(ids, tokens, strict=True)] if tokens else ids
@@ -142,6 +158,7 @@ def wrk(
                 url,
                 "--",
                 spec.name,
+                *([origin] if origin else []),
             ],
             capture_output=True,
             text=True,

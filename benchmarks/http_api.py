@@ -1,7 +1,8 @@
 """HTTP benchmarks of the API, each against a baseline measured in the same run.
 
 - useSession, 16 connections spread over 1,000 packages: punchcard vs the bare
-  Starlette + asyncpg endpoint (benchmarks/baseline_app.py) doing the same SQL.
+  Starlette + asyncpg endpoint (benchmarks/baseline_app.py) verifying the same JWT and
+  doing the same SQL.
 - the hot row: every request on one package, both servers.
 - the calendar: a month with 300 bookings, clients and packages; requests/s, and the
   SQL statements one request sends (asyncpg's query logger, in-process).
@@ -225,8 +226,8 @@ def main(seconds: int = 10) -> list[Row]:
 
         port = free_port()
         with serving(uvicorn("benchmarks.baseline_app:app", port), env, port) as base:
-            spread_base, _ = measure(f"{base}/use", BASELINE_BODY, packages)
-            hot_base, _ = measure(f"{base}/use", BASELINE_BODY, [hot])
+            spread_base, _ = measure(f"{base}/use", BASELINE_BODY, packages, token)
+            hot_base, _ = measure(f"{base}/use", BASELINE_BODY, [hot], token)
         port = free_port()
         with serving(punchcard(port), env, port) as api:
             spread, note = measure(f"{api}/graphql", USE_BODY, packages, token)

@@ -2,7 +2,8 @@
 -- counts responses: ok = HTTP 200 without an "errors" member.
 -- The spec file (first script argument) holds the token on line 1, the body template
 -- (with one %d) on line 2, then one id per line, optionally followed by a space and a
--- token of its own (requests as several trainers).
+-- token of its own (requests as several trainers). A second script argument, when given,
+-- is sent as every request's Origin header (a browser's cross-origin call).
 
 local threads = {}
 
@@ -34,6 +35,10 @@ function init(args)
   if token ~= "" then
     wrk.headers["Authorization"] = "Bearer " .. token
   end
+  origin = args[2] or ""
+  if origin ~= "" then
+    wrk.headers["Origin"] = origin
+  end
 end
 
 function request()
@@ -44,6 +49,9 @@ function request()
       ["Content-Type"] = "application/json",
       ["Authorization"] = "Bearer " .. tokens[position],
     }
+    if origin ~= "" then
+      headers["Origin"] = origin
+    end
   end
   return wrk.format(nil, nil, headers, string.format(template, ids[position]))
 end

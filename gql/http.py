@@ -38,6 +38,7 @@ from starlette.responses import Response
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
 
+from punchcard.gql import json_bytes
 from punchcard.gql.context import Context, Services, authenticate, build_context
 from punchcard.gql.documents import Documents
 from punchcard.gql.engine import Engine
@@ -298,7 +299,7 @@ async def _answer(
     media: str = JSON,
     extra: tuple[tuple[bytes, bytes], ...] = (),
 ) -> None:
-    payload = json.dumps(body, separators=(",", ":")).encode()
+    payload = json_bytes.dumps(body)
     headers = [_TYPE_HEADER[media], *extra, (b"content-length", str(len(payload)).encode())]
     await _send(send, status, payload, headers)
 

@@ -55,10 +55,16 @@ from punchcard.server.stripe_webhook import stripe_webhook
 from punchcard.settings import Settings
 
 LOOPBACK = frozenset({"127.0.0.1", "::1"})
-# Young collections every 50,000 allocations instead of 700: with 16 calendar requests in
-# flight the default thresholds ran collections several times a second and halved
-# throughput (benchmarks/http_api.py; 22 -> 30 requests/s in-process, 38 with no GC).
-GC_THRESHOLDS = (50_000, 50, 1_000)
+# Young collections every 5,000 allocations instead of 700, after gc.freeze() (below).
+# A young collection's pause grows with its threshold (about 0.4 us per object): each
+# graphql-core execution leaves its executor in a reference cycle that takes the
+# request's Context, loaders and field details with it (~40 objects a useSession), so
+# at 50,000 a collection came every ~1,300 requests and stopped the loop for 17-60 ms,
+# every request in flight then waiting for it: useSession's p99 tail. At 5,000 the
+# pauses stay under ~10 ms (benchmarks/tail.py times them with gc.callbacks) at no
+# measurable throughput cost; the default 700 collects in-flight calendar objects so
+# often that they are promoted and rescanned (the reason the threshold was raised).
+GC_THRESHOLDS = (5_000, 10, 100)
 # Connections as punchcard_worker: sign-ins, API key checks and the live change feed.
 INTERNAL_POOL = 4
 HTTP_CODES = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED"}

@@ -1,0 +1,24 @@
+"""HTTP response bodies as JSON bytes, encoded by orjson (about 12x faster than ``json``
+on a calendar page: benchmarks/encoding.py).
+
+The same JSON in meaning as ``json.dumps(body, separators=(",", ":"))``: keys in their
+order, no whitespace, floats in their shortest round-trip form, non-ASCII as UTF-8 rather
+than ``\\u`` escapes (both are the same string to any JSON parser). What orjson refuses
+(a lone surrogate, an integer beyond 64 bits, a non-string key) is encoded by ``json``
+instead, ASCII-escaped as before. HTTP only: WebSocket frames are text and are encoded
+where they are sent (``live/``), never here.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import orjson
+
+
+def dumps(body: Any) -> bytes:
+    try:
+        return orjson.dumps(body)
+    except TypeError:  # orjson.JSONEncodeError is a TypeError
+        return json.dumps(body, separators=(",", ":")).encode()
