@@ -11,10 +11,12 @@ from punchcard.resolvers import (
     api_keys,
     bookings,
     clients,
+    events,
     ledger,
     offers,
     purchases,
     subscriptions,
+    webhooks,
 )
 
 ROOTS = Roots(
@@ -27,6 +29,8 @@ ROOTS = Roots(
             bookings.Query,
             ledger.Query,
             api_keys.Query,
+            events.Query,
+            webhooks.Query,
         ),
     ),
     mutation=merge_types(
@@ -37,6 +41,7 @@ ROOTS = Roots(
             purchases.Mutation,
             bookings.Mutation,
             api_keys.Mutation,
+            webhooks.Mutation,
         ),
     ),
     subscription=subscriptions.Subscription,
@@ -49,6 +54,8 @@ ROOTS = Roots(
             "Query.clients": clients.MAX_PAGE,
             "Query.ledger": LEDGER_MAX_PAGE,
             "Purchase.ledger": LEDGER_MAX_PAGE,
+            "Query.events": events.MAX_PAGE,
+            "Query.webhookDeliveries": webhooks.MAX_PAGE,
         },
         lists={"Query.bookings": 500, "Client.purchases": 5},
     ),

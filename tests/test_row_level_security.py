@@ -29,6 +29,11 @@ TENANT_TABLES = (
     "idempotency_keys",
     "api_keys",
     "reminders",
+    "events",
+    "event_counters",
+    "webhook_endpoints",
+    "webhook_deliveries",
+    "webhook_attempts",
 )
 
 
@@ -52,6 +57,12 @@ async def tenants(settings: Settings, db: asyncpg.Connection) -> AsyncIterator[T
             """
             INSERT INTO reminders (booking_id, trainer_id, remind_at, next_attempt_at)
             SELECT id, trainer_id, starts_at, starts_at FROM bookings
+            """
+        )
+        await db.execute(  # the sweeper's rows: one attempt per delivery
+            """
+            INSERT INTO webhook_attempts (trainer_id, delivery_id, attempt, latency_ms)
+            SELECT trainer_id, id, 1, 5 FROM webhook_deliveries
             """
         )
         services = app.state.services
