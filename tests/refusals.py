@@ -139,7 +139,9 @@ mutation($id: ID!, $url: String, $types: [String!], $description: String, $enabl
 }}"""
 DELETE_ENDPOINT = f"mutation($id: ID!) {{ deleteWebhookEndpoint(id: $id) {{ {ENDPOINT_FIELDS} }} }}"
 ROTATE_SECRET = f"""
-mutation($id: ID!) {{ rotateWebhookSecret(id: $id) {{ secret endpoint {{ {ENDPOINT_FIELDS} }} }} }}"""
+mutation($id: ID!) {{
+  rotateWebhookSecret(id: $id) {{ secret endpoint {{ {ENDPOINT_FIELDS} }} }}
+}}"""
 DELIVERY_FIELDS = """
 id cursor eventId eventType status attempt nextAttemptAt deliveredAt statusCode error
 attempts { id attempt statusCode latencyMs error }"""
