@@ -28,6 +28,7 @@ class Receiver:
     status: int = 200
     hold: threading.Event | None = None  # while set to an unset Event, requests wait
     received: list[Received] = field(default_factory=list)
+    arrived: int = 0  # requests that reached the handler (answered or still held)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -57,6 +58,8 @@ def receiving(receiver: Receiver) -> Iterator[Receiver]:
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("content-length", "0")))
+            with receiver.lock:
+                receiver.arrived += 1
             if receiver.hold is not None:
                 receiver.hold.wait(60)
             status = receiver.status
