@@ -7,8 +7,10 @@
    - the outbox trigger disabled (``ALTER TABLE session_ledger DISABLE TRIGGER``): the
      statement as it was before events existed, the baseline;
    - the trigger on, no webhook endpoint;
-   - the trigger on, an endpoint configured and a deliverer (the sweeper's) sequencing and
-     delivering every event to a local receiver at the same time, on the same 2 cores.
+   - the same with a ``punchcard sweep`` process running (it numbers the events, nothing
+     to deliver);
+   - the trigger on, an endpoint configured and a ``punchcard sweep`` process sequencing
+     and delivering every event to a local receiver at the same time, on the same cores.
 
 2. Events delivered per second: ``--events`` events queued for one endpoint, delivered by
    ``sweeper.delivery.Deliverer`` (claim, sign, POST, record) to a receiver in its own
@@ -23,17 +25,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
+import signal
 import statistics
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from dataclasses import replace
 
 import asyncpg
 import httpx
 
-from benchmarks.harness import free_port, fresh_database
+from benchmarks.harness import bin_path, free_port, fresh_database
 from benchmarks.http_api import seed
 from punchcard.db import events, roles
 from punchcard.db.pool import SCOPE_SQL
@@ -88,27 +92,23 @@ def settings_for(url: str) -> Settings:
     return Settings(database_url=url, webhook_allow_private=True, webhook_concurrency=16)
 
 
-@contextlib.asynccontextmanager
-async def delivering(url: str) -> AsyncIterator[Deliverer]:
-    """A deliverer running beside the measurement, as the sweeper's would."""
-    settings = settings_for(url)
-    pool = await asyncpg.create_pool(roles.worker_url(settings), min_size=1, max_size=2)
-    deliverer = Deliverer(settings)
-    stop = asyncio.Event()
-
-    async def loop() -> None:
-        while not stop.is_set():
-            if not await deliverer.deliver_pass(pool, stop):
-                await asyncio.sleep(0.01)
-
-    task = asyncio.create_task(loop())
+@contextlib.contextmanager
+def delivering(url: str) -> Iterator[None]:
+    """A ``punchcard sweep`` process beside the measurement, delivering every event."""
+    env = {
+        **os.environ,
+        "DATABASE_URL": url,
+        "PUNCHCARD_WEBHOOK_ALLOW_PRIVATE": "1",
+        "PUNCHCARD_SWEEP_POLL_SECONDS": "1",
+        "PUNCHCARD_LOG_LEVEL": "warning",
+    }
+    process = subprocess.Popen([bin_path("punchcard"), "sweep"], env=env)
     try:
-        yield deliverer
+        time.sleep(3)  # started, listening, and through its first pass
+        yield
     finally:
-        stop.set()
-        await task
-        await deliverer.aclose()
-        await pool.close()
+        process.send_signal(signal.SIGTERM)
+        process.wait(60)
 
 
 async def statement_rounds(
@@ -138,6 +138,7 @@ async def statement_rounds(
         results: dict[str, list[float]] = {
             "outbox trigger off (before)": [],
             "outbox on, no endpoint": [],
+            "outbox on, sweeper numbering": [],
             "outbox on, endpoint + delivering": [],
         }
         endpoint = None
@@ -157,10 +158,14 @@ async def statement_rounds(
                         TRAINER_ID,
                         receiver_url,
                     )
-                    async with delivering(url):
-                        await measure()  # warm, and let the deliverer catch up
+                    with delivering(url):
+                        await measure()  # warm, and let the sweeper catch up
                         results[name].append(await measure())
                     await owner.execute("DELETE FROM webhook_endpoints WHERE id = $1", endpoint)
+                elif name.endswith("numbering"):
+                    with delivering(url):
+                        await measure()
+                        results[name].append(await measure())
                 else:
                     await measure()  # warm: the statement is planned again after ALTER
                     results[name].append(await measure())

@@ -237,6 +237,11 @@ WITH r AS (
            min(CASE WHEN status = 'FAILED' THEN 'evt_' || event_id END) AS gave_up_on,
            min(coalesce(error, 'HTTP ' || status_code)) AS some_error
       FROM moved GROUP BY endpoint_id
+), locked AS (  -- in id order, so sweepers recording at once cannot deadlock
+    SELECT id FROM webhook_endpoints
+     WHERE id IN (SELECT endpoint_id FROM per_endpoint)
+     ORDER BY id
+       FOR NO KEY UPDATE
 )
 UPDATE webhook_endpoints AS w
    SET failing_since = CASE WHEN s.any_ok THEN NULL ELSE coalesce(w.failing_since, now()) END,
@@ -255,7 +260,7 @@ UPDATE webhook_endpoints AS w
            ELSE w.disabled_reason END,
        updated_at = now()
   FROM per_endpoint AS s
- WHERE w.id = s.endpoint_id
+ WHERE w.id = s.endpoint_id AND w.id IN (SELECT id FROM locked)
 """
 
 
