@@ -14,7 +14,8 @@ id: the same on every retry and redelivery, for receivers to drop duplicates),
 package. Any 2xx is a delivery; redirects are not followed. Before each attempt the URL is
 checked again after DNS (``gql/webhook_urls.py``) and the request goes to the checked
 address. Between passes the deliverer waits for a wake-up (a NOTIFY on the change
-channel, the sweeper's own pass), the next due retry, or the poll interval.
+channel, the sweeper's own pass), the next due retry, or the poll interval, and then
+``COALESCE_SECONDS`` more, so a burst of changes costs a few passes, not one per change.
 """
 
 from __future__ import annotations
@@ -42,6 +43,9 @@ log = logging.getLogger("punchcard.webhooks")
 
 USER_AGENT = "punchcard-webhooks"
 MIN_WAIT_SECONDS = 0.05
+# After a wake-up, gather the wake-ups of this long into one pass: a burst of changes
+# (each NOTIFY wakes the deliverer) is numbered and delivered in batches, not one by one.
+COALESCE_SECONDS = 0.05
 
 
 def body_of(row: Row) -> str:
@@ -96,6 +100,8 @@ class Deliverer:
                 wait = min(wait, max(due, MIN_WAIT_SECONDS))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), wait)
+            if not stop.is_set():
+                await asyncio.sleep(COALESCE_SECONDS)
 
     async def deliver_pass(self, pool: asyncpg.Pool, stop: asyncio.Event | None = None) -> int:
         """Sequence, then deliver due batches until one comes back short; returns attempts."""

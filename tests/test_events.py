@@ -282,3 +282,20 @@ def test_event_types_named_in_the_migration_are_the_documented_ones(repo_root: P
     for kind in db_events.TYPES:
         assert f"`{kind}`" in readme, kind
         assert f"'{kind}'" in migration or kind == "purchase.expired", kind
+
+
+async def test_a_cancelled_package_writes_one_event(api: Api, db: asyncpg.Connection) -> None:
+    """No mutation cancels a package yet (the payments work will): the trigger covers any
+    statement that does, once, and not a second UPDATE of a cancelled one."""
+    sold = await package(api, total=4)
+    for _ in range(2):
+        await db.execute(
+            "UPDATE purchases SET status = 'CANCELLED', changed_by = 'stripe', "
+            "change_source = 'INTEGRATION' WHERE id = $1",
+            row_id(sold["id"]),
+        )
+    got = await feed(api)
+    assert [e["type"] for e in got] == ["purchase.created", "purchase.cancelled"]
+    cancelled = got[1]["data"]
+    assert (cancelled["actor"], cancelled["source"]) == ("stripe", "INTEGRATION")
+    assert cancelled["purchase"]["status"] == "CANCELLED"

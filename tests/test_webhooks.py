@@ -415,3 +415,28 @@ async def test_a_sweeper_killed_mid_delivery_loses_nothing(
     for shown in await deliveries(api, endpoint_id):
         assert shown["attempt"] == 2  # the killed attempt, then the one recorded
         assert [a["attempt"] for a in shown["attempts"]] == [2]
+
+
+async def test_an_endpoint_failing_for_days_is_disabled_with_the_reason(
+    api: Api, settings: Settings, worker_pool: asyncpg.Pool
+) -> None:
+    """The disable window (here 0.00001 days, under a second) passes between two failed
+    attempts one second apart: the endpoint is disabled though its schedule is not spent."""
+    with receiving(Receiver(free_port(), status=500)) as receiver:
+        endpoint_id, _ = await endpoint(api, receiver.url)
+        await package(api, total=3)
+        deliverer = Deliverer(
+            replace(settings, webhook_retry_seconds=1.0, webhook_disable_after_days=0.00001)
+        )
+
+        async def disabled() -> bool:
+            await deliverer.deliver_pass(worker_pool)
+            (shown,) = (await api.data(ENDPOINTS))["webhookEndpoints"]
+            return not shown["enabled"]
+
+        await eventually(disabled, "the endpoint disabled")
+    (shown,) = (await api.data(ENDPOINTS))["webhookEndpoints"]
+    assert shown["disabledReason"].startswith("deliveries failing since")
+    assert "HTTP 500" in shown["disabledReason"]
+    (pending,) = await deliveries(api, endpoint_id)
+    assert pending["status"] == "PENDING" and pending["attempt"] == 2  # kept for re-enabling
