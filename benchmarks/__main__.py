@@ -22,6 +22,7 @@ SUITES = {
     "sweeper": ([], ["--bookings", "2000"]),
     "live_updates": ([], ["--quick"]),
     "websocket_soak": ([], ["--cycles", "2000"]),
+    "webhooks": ([], ["--statements", "500", "--rounds", "2", "--events", "500"]),
 }
 
 

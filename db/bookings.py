@@ -37,8 +37,9 @@ WITH owner AS (
      ORDER BY p.expires_at NULLS LAST, p.id
      LIMIT 1
 ), created AS (
-    INSERT INTO bookings (trainer_id, client_id, purchase_id, starts_at, ends_at)
-    SELECT $1, owner.id, package.id, $4, $5 FROM owner LEFT JOIN package ON true
+    INSERT INTO bookings
+        (trainer_id, client_id, purchase_id, starts_at, ends_at, changed_by, change_source)
+    SELECT $1, owner.id, package.id, $4, $5, $7, $8 FROM owner LEFT JOIN package ON true
      WHERE $3::bigint IS NULL OR package.id IS NOT NULL
     RETURNING {BOOKING_COLUMNS}
 ), notified AS (
@@ -59,6 +60,8 @@ async def create_booking(
     auto_assign: bool,
     starts_at: datetime,
     ends_at: datetime,
+    actor: str = "system",
+    source: str = "MANUAL",
 ) -> Row:
     """Book a session, linked to the named package or, with ``auto_assign``, to the
     client's active package with sessions left that expires soonest (else unpackaged)."""
@@ -71,7 +74,7 @@ async def create_booking(
     if purchase_id is not None and auto_assign:
         raise bad_input("name a purchaseId or ask for autoAssignPackage, not both")
     row = await db.fetchrow(
-        CREATE, trainer_id, client_id, purchase_id, starts_at, ends_at, auto_assign
+        CREATE, trainer_id, client_id, purchase_id, starts_at, ends_at, auto_assign, actor, source
     )
     assert row is not None
     if row["id"] is None:
@@ -101,6 +104,7 @@ WITH moved AS (
            late_cancel = $5,
            completed_by = CASE WHEN $4 = ANY($7::text[]) THEN $6 END,
            completed_at = CASE WHEN $4 = ANY($7::text[]) THEN now() END,
+           changed_by = $8, change_source = $6,
            updated_at = now()
      WHERE b.id = ANY($1::bigint[]) AND b.trainer_id = $2 AND b.status = ANY($3::text[])
     RETURNING b.id, b.purchase_id
@@ -119,7 +123,7 @@ WITH due AS (
 ), moved AS (
     UPDATE bookings AS b
        SET status = 'COMPLETED', completed_by = 'SWEEPER', completed_at = now(),
-           updated_at = now()
+           changed_by = 'sweeper', change_source = 'SWEEPER', updated_at = now()
       FROM due
      WHERE b.id = due.id AND b.status = 'CONFIRMED'
     RETURNING b.id, b.purchase_id
@@ -222,6 +226,7 @@ async def _transition(
         late_cancel,
         source,
         list(CHARGING),
+        actor,
     )
     assert moved is not None
     if moved["ids"]:

@@ -172,9 +172,10 @@ WITH owner AS (
 ), offer AS (
     SELECT o.id, o.valid_days FROM offers AS o WHERE o.id = $5 AND o.trainer_id = $1
 ), sold AS (
-    INSERT INTO purchases (trainer_id, client_id, offer_id, sessions_total, expires_at)
+    INSERT INTO purchases
+        (trainer_id, client_id, offer_id, sessions_total, expires_at, changed_by, change_source)
     SELECT $1, owner.client_id, offer.id, $3,
-           coalesce($4, now() + make_interval(days => offer.valid_days))
+           coalesce($4, now() + make_interval(days => offer.valid_days)), $6, $7
       FROM owner LEFT JOIN offer ON true
      WHERE $5::bigint IS NULL OR offer.id IS NOT NULL
     RETURNING {PURCHASE_COLUMNS}
@@ -195,12 +196,16 @@ async def sell_package(
     sessions_total: int,
     expires_at: datetime | None,
     offer_id: int | None,
+    actor: str = "system",
+    source: str = "MANUAL",
 ) -> Row:
     if not 1 <= sessions_total <= MAX_SESSIONS:
         raise bad_input(f"sessionsTotal must be between 1 and {MAX_SESSIONS}")
     if expires_at is not None:
         expires_at = checks.moment("expiresAt", expires_at)
-    row = await db.fetchrow(SELL, trainer_id, client_id, sessions_total, expires_at, offer_id)
+    row = await db.fetchrow(
+        SELL, trainer_id, client_id, sessions_total, expires_at, offer_id, actor, source
+    )
     assert row is not None
     if row["id"] is None:
         raise not_found("client" if not row["client_found"] else "offer")

@@ -196,7 +196,8 @@ UPDATE stripe_events SET outcome = 'REFUNDED', purchase_id = $3, sessions_cancel
 CANCEL = f"""
 WITH cancelled AS (
     UPDATE purchases AS p
-       SET status = 'CANCELLED', revision = p.revision + 1, updated_at = now()
+       SET status = 'CANCELLED', revision = p.revision + 1, updated_at = now(),
+           changed_by = $3, change_source = 'INTEGRATION'
      WHERE p.id = $1 AND p.trainer_id = $2 AND p.status = 'ACTIVE'
     RETURNING p.id, p.trainer_id, p.revision, p.sessions_total - p.sessions_used AS unused
 ), notified AS (
@@ -205,6 +206,11 @@ WITH cancelled AS (
 )
 SELECT c.unused FROM cancelled AS c CROSS JOIN notified
 """
+
+
+def _actor(event_id: str) -> str:
+    """Who a Stripe event's change is recorded as (events' ``actor``, the package's)."""
+    return f"stripe:{event_id}"
 
 
 async def trainer_for(
@@ -293,11 +299,13 @@ async def _sell(conn: Executor, event_id: str, trainer_id: int, sale: Sale) -> O
         sessions_total=found["sessions_total"],
         expires_at=None,  # from the offer's valid_days
         offer_id=sale.offer_id,
+        actor=_actor(event_id),
+        source="INTEGRATION",
     )
     await conn.execute(LINK_PURCHASE, sale.payment_intent, trainer_id, sold["id"])
     if claim["refunded_at"] is None:
         return Outcome("SOLD", purchase_id=sold["id"])
-    unused = await conn.fetchval(CANCEL, sold["id"], trainer_id)
+    unused = await conn.fetchval(CANCEL, sold["id"], trainer_id, _actor(claim["refunded_by_event"]))
     await conn.execute(REFUND_APPLIED, claim["refunded_by_event"], trainer_id, sold["id"], unused)
     return Outcome(
         "SOLD",
@@ -333,7 +341,7 @@ async def _refund(conn: Executor, event_id: str, trainer_id: int, refund: Refund
             f"no sale of payment {refund.payment_intent} yet: its package is cancelled when "
             "the sale arrives",
         )
-    unused = await conn.fetchval(CANCEL, purchase_id, trainer_id)
+    unused = await conn.fetchval(CANCEL, purchase_id, trainer_id, _actor(event_id))
     if unused is None:
         return Outcome("REFUNDED", "the package was already cancelled", purchase_id=purchase_id)
     return Outcome("REFUNDED", purchase_id=purchase_id, sessions_cancelled=unused)

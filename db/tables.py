@@ -282,3 +282,115 @@ stripe_events = Table(
     ),
     Index("stripe_events_trainer_received", "trainer_id", "received_at"),
 )
+
+
+# Migration 0006 (events and webhooks): who changed a booking or package last, the
+# outbox, its per-trainer counters, endpoints, deliveries and attempts. See db/events.py
+# and db/webhooks.py.
+for _table in (purchases, bookings):
+    _table.append_column(Column("changed_by", Text))
+    _table.append_column(Column("change_source", Text))
+Index("purchases_expires", purchases.c.expires_at, postgresql_where=text("status = 'ACTIVE'"))
+
+
+def _updated_at() -> Column[object]:
+    return Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now())
+
+
+events = Table(
+    "events",
+    metadata,
+    Column("id", BigInteger, Identity(), primary_key=True),
+    _trainer_fk(),
+    Column("seq", BigInteger),
+    Column("type", Text, nullable=False),
+    Column("data", JSONB, nullable=False),
+    Column("dedupe_key", Text),
+    _created_at(),
+    CheckConstraint("seq > 0", name="events_seq_positive"),
+    Index("events_trainer_seq", "trainer_id", "seq", unique=True),
+    Index("events_unsequenced", "trainer_id", "id", postgresql_where=text("seq IS NULL")),
+    Index(
+        "events_dedupe",
+        "trainer_id",
+        "dedupe_key",
+        unique=True,
+        postgresql_where=text("dedupe_key IS NOT NULL"),
+    ),
+)
+
+event_counters = Table(
+    "event_counters",
+    metadata,
+    Column(
+        "trainer_id",
+        BigInteger,
+        ForeignKey("trainers.id", ondelete="CASCADE"),
+        primary_key=True,
+        autoincrement=False,
+    ),
+    Column("last_seq", BigInteger, nullable=False, server_default="0"),
+)
+
+webhook_endpoints = Table(
+    "webhook_endpoints",
+    metadata,
+    Column("id", BigInteger, Identity(), primary_key=True),
+    _trainer_fk(),
+    Column("url", Text, nullable=False),
+    Column("description", Text),
+    Column("event_types", ARRAY(Text), nullable=False, server_default="{}"),
+    Column("secret", Text, nullable=False),
+    Column("enabled", Boolean, nullable=False, server_default="true"),
+    Column("disabled_reason", Text),
+    Column("failing_since", DateTime(timezone=True)),
+    _created_at(),
+    _updated_at(),
+    Index("webhook_endpoints_trainer", "trainer_id"),
+)
+
+webhook_deliveries = Table(
+    "webhook_deliveries",
+    metadata,
+    Column("id", BigInteger, Identity(), primary_key=True),
+    _trainer_fk(),
+    Column(
+        "endpoint_id",
+        BigInteger,
+        ForeignKey("webhook_endpoints.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("event_id", BigInteger, ForeignKey("events.id", ondelete="CASCADE"), nullable=False),
+    Column("status", Text, nullable=False, server_default="PENDING"),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("next_attempt_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("delivered_at", DateTime(timezone=True)),
+    Column("last_status_code", Integer),
+    Column("last_error", Text),
+    _created_at(),
+    _updated_at(),
+    CheckConstraint(
+        "status IN ('PENDING', 'DELIVERED', 'FAILED')", name="webhook_deliveries_status_known"
+    ),
+    Index("webhook_deliveries_due", "next_attempt_at", postgresql_where=text("status = 'PENDING'")),
+    Index("webhook_deliveries_endpoint", "endpoint_id", "id"),
+)
+
+webhook_attempts = Table(
+    "webhook_attempts",
+    metadata,
+    Column("id", BigInteger, Identity(), primary_key=True),
+    _trainer_fk(),
+    Column(
+        "delivery_id",
+        BigInteger,
+        ForeignKey("webhook_deliveries.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("attempt", Integer, nullable=False),
+    Column("status_code", Integer),
+    Column("latency_ms", Integer, nullable=False),
+    Column("error", Text),
+    _created_at(),
+    Index("webhook_attempts_delivery", "delivery_id", "id"),
+)

@@ -24,3 +24,7 @@ class Acquirer(Protocol):
     """A pool: ``async with pool.acquire() as conn`` (asyncpg's, or ``db.pool.Pool``)."""
 
     def acquire(self) -> Any: ...
+
+
+class Queryable(Executor, Acquirer, Protocol):
+    """A pool that both runs statements and lends connections for transactions."""

@@ -16,6 +16,10 @@ class Kind(StrEnum):
     BOOKING = "bkg"
     LEDGER = "led"
     API_KEY = "key"
+    EVENT = "evt"
+    WEBHOOK_ENDPOINT = "whe"
+    WEBHOOK_DELIVERY = "whd"
+    WEBHOOK_ATTEMPT = "wha"
 
 
 NAMES = {
@@ -26,6 +30,10 @@ NAMES = {
     Kind.BOOKING: "booking",
     Kind.LEDGER: "ledger entry",
     Kind.API_KEY: "API key",
+    Kind.EVENT: "event",
+    Kind.WEBHOOK_ENDPOINT: "webhook endpoint",
+    Kind.WEBHOOK_DELIVERY: "webhook delivery",
+    Kind.WEBHOOK_ATTEMPT: "webhook attempt",
 }
 
 _ID = re.compile(r"([a-z]{3})_([1-9][0-9]{0,17})")

@@ -3,12 +3,14 @@ through the request's DataLoaders."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Awaitable, Mapping
 from datetime import UTC, datetime
 from enum import Enum
 from typing import Any
 
 import strawberry
+from strawberry.scalars import JSON
 
 from punchcard.db import purchases
 from punchcard.db.errors import bad_input
@@ -337,6 +339,137 @@ class ApiKey:
 class CreatedApiKey:
     secret: str = strawberry.field(description="Shown once: store it now.")
     api_key: ApiKey
+
+
+@strawberry.type(description="Where a trainer's events are POSTed (Standard Webhooks).")
+class WebhookEndpoint:
+    id: strawberry.ID
+    url: str
+    description: str | None
+    event_types: list[str] = strawberry.field(description="Empty: every event type.")
+    enabled: bool
+    disabled_reason: str | None = strawberry.field(
+        description="Why punchcard disabled it (every retry failed, or failing for days)."
+    )
+    failing_since: datetime | None
+    created_at: datetime
+
+    @classmethod
+    def from_row(cls, row: Row) -> WebhookEndpoint:
+        return cls(
+            id=strawberry.ID(encode(Kind.WEBHOOK_ENDPOINT, row["id"])),
+            url=row["url"],
+            description=row["description"],
+            event_types=list(row["event_types"]),
+            enabled=row["enabled"],
+            disabled_reason=row["disabled_reason"],
+            failing_since=row["failing_since"],
+            created_at=row["created_at"],
+        )
+
+
+@strawberry.type
+class CreatedWebhookEndpoint:
+    secret: str = strawberry.field(
+        description="The signing secret (whsec_...), shown only here and by rotateWebhookSecret."
+    )
+    endpoint: WebhookEndpoint
+
+
+@strawberry.type(description="One change, as integrators receive it (the outbox).")
+class Event:
+    id: strawberry.ID = strawberry.field(description="Also the webhook-id header.")
+    sequence: int = strawberry.field(
+        description="Per trainer, only grows, no gaps: the order to apply events in."
+    )
+    cursor: str
+    type: str
+    created_at: datetime
+    data: JSON
+
+    @classmethod
+    def from_row(cls, row: Row) -> Event:
+        return cls(
+            id=strawberry.ID(encode(Kind.EVENT, row["id"])),
+            sequence=row["seq"],
+            cursor=str(row["seq"]),
+            type=row["type"],
+            created_at=row["created_at"],
+            data=json.loads(row["data"]),
+        )
+
+
+@strawberry.type
+class EventConnection:
+    nodes: list[Event]
+    page_info: PageInfo
+
+
+@strawberry.enum
+class DeliveryStatus(Enum):
+    PENDING = "PENDING"
+    DELIVERED = "DELIVERED"
+    FAILED = "FAILED"
+
+
+@strawberry.type(description="One POST of an event to an endpoint.")
+class WebhookAttempt:
+    id: strawberry.ID
+    attempt: int
+    status_code: int | None
+    latency_ms: int
+    error: str | None
+    created_at: datetime
+
+    @classmethod
+    def from_row(cls, row: Row) -> WebhookAttempt:
+        return cls(
+            id=strawberry.ID(encode(Kind.WEBHOOK_ATTEMPT, row["id"])),
+            attempt=row["attempt"],
+            status_code=row["status_code"],
+            latency_ms=row["latency_ms"],
+            error=row["error"],
+            created_at=row["created_at"],
+        )
+
+
+@strawberry.type(description="An event to deliver to one endpoint, and its attempts so far.")
+class WebhookDelivery:
+    id: strawberry.ID
+    cursor: str
+    event_id: strawberry.ID
+    event_type: str
+    status: DeliveryStatus
+    attempt: int = strawberry.field(description="Attempts made so far.")
+    next_attempt_at: datetime | None = strawberry.field(description="While PENDING.")
+    delivered_at: datetime | None
+    status_code: int | None = strawberry.field(description="Of the last attempt.")
+    error: str | None = strawberry.field(description="Of the last attempt.")
+    created_at: datetime
+    attempts: list[WebhookAttempt]
+
+    @classmethod
+    def from_row(cls, row: Row, attempts: list[WebhookAttempt]) -> WebhookDelivery:
+        return cls(
+            id=strawberry.ID(encode(Kind.WEBHOOK_DELIVERY, row["id"])),
+            cursor=str(row["id"]),
+            event_id=strawberry.ID(encode(Kind.EVENT, row["event_id"])),
+            event_type=row["event_type"],
+            status=DeliveryStatus(row["status"]),
+            attempt=row["attempts"],
+            next_attempt_at=row["next_attempt_at"] if row["status"] == "PENDING" else None,
+            delivered_at=row["delivered_at"],
+            status_code=row["last_status_code"],
+            error=row["last_error"],
+            created_at=row["created_at"],
+            attempts=attempts,
+        )
+
+
+@strawberry.type
+class WebhookDeliveryConnection:
+    nodes: list[WebhookDelivery]
+    page_info: PageInfo
 
 
 LEDGER_MAX_PAGE = 500

@@ -102,6 +102,12 @@ reminder_failures = Counter(
     "Reminder sends that failed (each is retried with backoff)",
     registry=REGISTRY,
 )
+webhook_attempts = Counter(
+    "punchcard_sweeper_webhook_attempts",
+    "Webhook delivery attempts, by outcome (failed ones are retried on the schedule)",
+    ["outcome"],
+    registry=REGISTRY,
+)
 sweeper_errors = Counter(
     "punchcard_sweeper_errors",
     "Sweeper passes cut short by a lost connection or an error (retried)",

@@ -84,6 +84,14 @@ class Settings:
     sweeper_metrics_port: int | None = None  # the sweeper's own /metrics port; None: off
     stripe_webhook_secret: str | None = None  # whsec_...: POST /webhooks/stripe; None: 503
     stripe_platform_trainer: str | None = None  # a trainer's subject: the platform's events
+    webhook_allow_private: bool = False  # deliver to loopback/private/link-local (dev, tests)
+    webhook_timeout_seconds: float = 15.0  # one delivery attempt gives up after this
+    webhook_retry_seconds: float = 5.0  # the first retry's delay (the schedule's 5 s)
+    webhook_retry_scale: float = 1.0  # multiplies the later delays (5 min ... 10 h)
+    webhook_lease_seconds: float = 60.0  # a claimed delivery is retried after this if unmarked
+    webhook_disable_after_days: float = 5.0  # an endpoint failing this long is disabled
+    webhook_batch_size: int = 100  # deliveries claimed at once
+    webhook_concurrency: int = 16  # deliveries sent at once
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -220,6 +228,26 @@ class Settings:
             sweeper_metrics_port=get_int("PUNCHCARD_SWEEPER_METRICS_PORT", 0) or None,
             stripe_webhook_secret=env.get("PUNCHCARD_STRIPE_WEBHOOK_SECRET") or None,
             stripe_platform_trainer=env.get("PUNCHCARD_STRIPE_PLATFORM_TRAINER") or None,
+            webhook_allow_private=bool(get_flag("PUNCHCARD_WEBHOOK_ALLOW_PRIVATE")),
+            webhook_timeout_seconds=get_float(
+                "PUNCHCARD_WEBHOOK_TIMEOUT_SECONDS", default.webhook_timeout_seconds
+            ),
+            webhook_retry_seconds=get_float(
+                "PUNCHCARD_WEBHOOK_RETRY_SECONDS", default.webhook_retry_seconds
+            ),
+            webhook_retry_scale=get_float(
+                "PUNCHCARD_WEBHOOK_RETRY_SCALE", default.webhook_retry_scale
+            ),
+            webhook_lease_seconds=get_float(
+                "PUNCHCARD_WEBHOOK_LEASE_SECONDS", default.webhook_lease_seconds
+            ),
+            webhook_disable_after_days=get_float(
+                "PUNCHCARD_WEBHOOK_DISABLE_AFTER_DAYS", default.webhook_disable_after_days
+            ),
+            webhook_batch_size=get_int("PUNCHCARD_WEBHOOK_BATCH_SIZE", default.webhook_batch_size),
+            webhook_concurrency=get_int(
+                "PUNCHCARD_WEBHOOK_CONCURRENCY", default.webhook_concurrency
+            ),
         )._validated()
 
     def _validated(self) -> Settings:
@@ -242,6 +270,16 @@ class Settings:
                 "PUNCHCARD_REMINDER_WEBHOOK_URL is set without PUNCHCARD_REMINDER_WEBHOOK_SECRET "
                 "(the key that signs each reminder): set both, or neither to log reminders"
             )
+        if self.webhook_lease_seconds <= self.webhook_timeout_seconds:
+            raise BadSetting(
+                f"PUNCHCARD_WEBHOOK_LEASE_SECONDS={self.webhook_lease_seconds:g} must be longer "
+                f"than PUNCHCARD_WEBHOOK_TIMEOUT_SECONDS={self.webhook_timeout_seconds:g} "
+                "(else a slow attempt is sent twice)"
+            )
+        if self.webhook_batch_size < 1 or self.webhook_concurrency < 1:
+            raise BadSetting(
+                "PUNCHCARD_WEBHOOK_BATCH_SIZE and PUNCHCARD_WEBHOOK_CONCURRENCY must be >= 1"
+            )
         for name, url in (
             ("DATABASE_URL", self.database_url),
             ("PUNCHCARD_API_DATABASE_URL", self.api_database_url),
@@ -250,6 +288,13 @@ class Settings:
             if url and not url.startswith(("postgres://", "postgresql://")):
                 raise BadSetting(f"{name} must be a postgresql:// URL, not {hide_password(url)}")
         return self
+
+    @property
+    def webhook_retry_delays(self) -> tuple[float, ...]:
+        """Seconds before retry n (after failed attempt n): 5 s, 5 min, 30 min, 2 h, 5 h,
+        10 h, 10 h by default; eight attempts in all, the first at once."""
+        later = (300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0)
+        return (self.webhook_retry_seconds, *(s * self.webhook_retry_scale for s in later))
 
     @property
     def production(self) -> bool:

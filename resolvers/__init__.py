@@ -11,11 +11,13 @@ from punchcard.resolvers import (
     api_keys,
     bookings,
     clients,
+    events,
     ledger,
     offers,
     payments,
     purchases,
     subscriptions,
+    webhooks,
 )
 
 ROOTS = Roots(
@@ -29,6 +31,8 @@ ROOTS = Roots(
             ledger.Query,
             api_keys.Query,
             payments.Query,
+            events.Query,
+            webhooks.Query,
         ),
     ),
     mutation=merge_types(
@@ -40,6 +44,7 @@ ROOTS = Roots(
             bookings.Mutation,
             api_keys.Mutation,
             payments.Mutation,
+            webhooks.Mutation,
         ),
     ),
     subscription=subscriptions.Subscription,
@@ -52,6 +57,8 @@ ROOTS = Roots(
             "Query.clients": clients.MAX_PAGE,
             "Query.ledger": LEDGER_MAX_PAGE,
             "Purchase.ledger": LEDGER_MAX_PAGE,
+            "Query.events": events.MAX_PAGE,
+            "Query.webhookDeliveries": webhooks.MAX_PAGE,
         },
         lists={"Query.bookings": 500, "Client.purchases": 5},
     ),

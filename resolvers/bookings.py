@@ -136,6 +136,8 @@ class Mutation:
             auto_assign=bool(input.auto_assign_package),
             starts_at=input.starts_at,
             ends_at=input.ends_at,
+            actor=writer.actor,
+            source=writer.calendar_source,
         )
         return Booking.from_row(row)
 

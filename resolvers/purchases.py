@@ -43,6 +43,8 @@ class Mutation:
             sessions_total=input.sessions_total,
             expires_at=input.expires_at,
             offer_id=decode(Kind.OFFER, input.offer_id) if input.offer_id is not None else None,
+            actor=writer.actor,
+            source=writer.manual_source,
         )
         return Purchase.from_row(row)
 

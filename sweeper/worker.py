@@ -33,10 +33,11 @@ from typing import Any
 import asyncpg
 
 from punchcard import metrics
-from punchcard.db import bookings, idempotency, reminders, roles
+from punchcard.db import bookings, events, idempotency, reminders, roles
 from punchcard.db.listen import Listener
 from punchcard.db.notify import CHANNEL, PURCHASE, Notice
 from punchcard.settings import Settings
+from punchcard.sweeper.delivery import Deliverer
 from punchcard.sweeper.senders import Reminder, Sender, SendFailed, sender_from_settings
 
 log = logging.getLogger("punchcard.sweeper")
@@ -62,6 +63,7 @@ class Totals:
     reminded: int = 0
     failed: int = 0
     purged: int = 0
+    expired: int = 0
 
 
 class Sweeper:
@@ -75,6 +77,7 @@ class Sweeper:
         self._stop = asyncio.Event()
         self._wake = asyncio.Event()
         self._own_pids: set[int] = set()
+        self.deliverer = Deliverer(settings)
 
     @property
     def stopping(self) -> bool:
@@ -86,6 +89,7 @@ class Sweeper:
             log.info("%s: finishing the current batch, then stopping", reason)
         self._stop.set()
         self._wake.set()
+        self.deliverer.wake()
 
     async def run(self, *, once: bool = False) -> None:
         """Sweep until stopped (or, with ``once``, one pass)."""
@@ -96,16 +100,62 @@ class Sweeper:
             listener = Listener(
                 self.url,
                 on_notify=self._on_notify,
-                on_listen=self._wake.set,
+                on_listen=self._on_listen,
                 health_seconds=self.settings.live_health_seconds,
                 name="sweeper-listener",
             )
             listener.start()
+        delivering = None if once else asyncio.create_task(self._deliver_until_stopped())
         try:
             await self._run(once=once)
+            if once:
+                await self._deliver_once()
         finally:
+            if delivering is not None:
+                self.stop("sweeper done")
+                await delivering
             if listener is not None:
                 await listener.stop()
+            await self.deliverer.aclose()
+
+    def _on_listen(self) -> None:
+        self._wake.set()
+        self.deliverer.wake()
+
+    async def _webhook_pool(self) -> asyncpg.Pool:
+        pool: asyncpg.Pool = await asyncpg.create_pool(
+            self.url,
+            min_size=1,
+            max_size=2,
+            statement_cache_size=self.settings.statement_cache_size,
+        )
+        return pool
+
+    async def _deliver_once(self) -> None:
+        pool = await self._webhook_pool()
+        try:
+            await self.deliverer.deliver_pass(pool)
+        finally:
+            await _close_pool(pool)
+
+    async def _deliver_until_stopped(self) -> None:
+        """The webhook deliverer beside the sweep loop, on its own connections; a lost
+        connection or an error is retried after a pause, like the sweep loop."""
+        while not self.stopping:
+            try:
+                pool = await self._webhook_pool()
+                try:
+                    await self.deliverer.run(pool, self._stop)
+                finally:
+                    await _close_pool(pool)
+            except CONNECTION_ERRORS as error:
+                metrics.sweeper_errors.inc()
+                log.warning("webhooks: database connection lost (%s); reconnecting", error)
+            except Exception:
+                metrics.sweeper_errors.inc()
+                log.exception("webhooks: error; retrying")
+            if not self.stopping:
+                await self._sleep(min(RETRY_SECONDS, self.settings.sweep_poll_seconds))
 
     async def _run(self, *, once: bool) -> None:
         while True:
@@ -160,6 +210,7 @@ class Sweeper:
         self._own_pids.add(conn.get_server_pid())
 
     def _on_notify(self, notice: Notice, pid: int) -> None:
+        self.deliverer.wake()  # every change wrote an event
         if pid in self._own_pids or notice.kind == PURCHASE:
             return
         self._wake.set()
@@ -184,7 +235,21 @@ class Sweeper:
         while not self.stopping:
             if await self.purge_batch(pool) < self.settings.sweep_batch_size:
                 break
+        while not self.stopping:
+            if await self.expire_batch(pool) < self.settings.sweep_batch_size:
+                break
+        self.deliverer.wake()  # completions, reminders and expiries wrote events
         metrics.sweeper_last_pass.set(time.time())
+
+    async def expire_batch(self, pool: asyncpg.Pool) -> int:
+        """``purchase.expired`` events for packages whose expiry passed (once each)."""
+        expired = await events.announce_expired(
+            pool, limit=self.settings.sweep_batch_size, now=self.now
+        )
+        if expired:
+            self.totals.expired += expired
+            log.info("%d packages expired", expired)
+        return expired
 
     async def purge_batch(self, pool: asyncpg.Pool) -> int:
         """Idempotency keys past their retention, one batch (its own statement)."""

@@ -134,6 +134,47 @@ BOOKINGS = """
 query($from: DateTime!, $to: DateTime!) {
   bookings(from: $from, to: $to) { id client { id } purchase { id } }
 }"""
+# A public address (no DNS needed): endpoints must not point at private ones.
+PUBLIC_URL = "https://93.184.215.14/punchcard-hooks"
+ENDPOINT_FIELDS = "id url description eventTypes enabled disabledReason"
+CREATE_ENDPOINT = f"""
+mutation($url: String!, $types: [String!], $description: String) {{
+  createWebhookEndpoint(input: {{url: $url, eventTypes: $types, description: $description}}) {{
+    secret endpoint {{ {ENDPOINT_FIELDS} }}
+  }}
+}}"""
+UPDATE_ENDPOINT = f"""
+mutation($id: ID!, $url: String, $types: [String!], $description: String, $enabled: Boolean) {{
+  updateWebhookEndpoint(id: $id, input: {{url: $url, eventTypes: $types,
+                                          description: $description, enabled: $enabled}}) {{
+    {ENDPOINT_FIELDS}
+  }}
+}}"""
+DELETE_ENDPOINT = f"mutation($id: ID!) {{ deleteWebhookEndpoint(id: $id) {{ {ENDPOINT_FIELDS} }} }}"
+ROTATE_SECRET = f"""
+mutation($id: ID!) {{
+  rotateWebhookSecret(id: $id) {{ secret endpoint {{ {ENDPOINT_FIELDS} }} }}
+}}"""
+DELIVERY_FIELDS = """
+id cursor eventId eventType status attempt nextAttemptAt deliveredAt statusCode error
+attempts { id attempt statusCode latencyMs error }"""
+REDELIVER = f"""
+mutation($event: ID!, $endpoint: ID!) {{
+  redeliverEvent(eventId: $event, endpointId: $endpoint) {{ {DELIVERY_FIELDS} }}
+}}"""
+ENDPOINTS = f"{{ webhookEndpoints {{ {ENDPOINT_FIELDS} }} }}"
+EVENTS = """
+query($after: String, $first: Int, $types: [String!]) {
+  events(after: $after, first: $first, types: $types) {
+    nodes { id sequence cursor type createdAt data } pageInfo { hasNextPage endCursor }
+  }
+}"""
+DELIVERIES = f"""
+query($endpoint: ID!, $first: Int, $after: String) {{
+  webhookDeliveries(endpointId: $endpoint, first: $first, after: $after) {{
+    nodes {{ {DELIVERY_FIELDS} }} pageInfo {{ hasNextPage endCursor }}
+  }}
+}}"""
 LEDGER = """
 query($purchase: ID, $first: Int, $after: String) {
   ledger(purchaseId: $purchase, first: $first, after: $after) {
@@ -164,6 +205,8 @@ class World:
     use_key: str
     complete_key: str
     stripe_account: str  # bound to this trainer (connectStripeAccount)
+    endpoint: str  # a webhook endpoint (never called: no sweeper runs), with deliveries
+    event: str  # the trainer's first event
 
 
 async def build_world(api: Api, name: str = "Ada") -> World:
@@ -188,6 +231,8 @@ async def build_world(api: Api, name: str = "Ada") -> World:
     created = (await api.data(CREATE_KEY, name=f"{name}'s widget"))["createApiKey"]
     stripe_account = f"acct_{name}Studio"
     await api.data(CONNECT_STRIPE, account=stripe_account)
+    endpoint = (await api.data(CREATE_ENDPOINT, url=PUBLIC_URL))["createWebhookEndpoint"]
+    first_event = (await api.data(EVENTS, first=1))["events"]["nodes"][0]
     return World(
         trainer=trainer,
         client=cid,
@@ -205,6 +250,8 @@ async def build_world(api: Api, name: str = "Ada") -> World:
         use_key=use_key,
         complete_key=complete_key,
         stripe_account=stripe_account,
+        endpoint=endpoint["endpoint"]["id"],
+        event=first_event["id"],
     )
 
 
@@ -234,6 +281,11 @@ MUTATIONS: dict[str, tuple[str, Variables]] = {
     "revokeApiKey": (REVOKE_KEY, lambda w: {"id": w.api_key}),
     "connectStripeAccount": (CONNECT_STRIPE, lambda w: {"account": "acct_NewStudio"}),
     "disconnectStripeAccount": (DISCONNECT_STRIPE, lambda w: {"account": w.stripe_account}),
+    "createWebhookEndpoint": (CREATE_ENDPOINT, lambda w: {"url": PUBLIC_URL + "/2"}),
+    "updateWebhookEndpoint": (UPDATE_ENDPOINT, lambda w: {"id": w.endpoint, "description": "x"}),
+    "deleteWebhookEndpoint": (DELETE_ENDPOINT, lambda w: {"id": w.endpoint}),
+    "rotateWebhookSecret": (ROTATE_SECRET, lambda w: {"id": w.endpoint}),
+    "redeliverEvent": (REDELIVER, lambda w: {"event": w.event, "endpoint": w.endpoint}),
 }
 
 QUERIES: dict[str, tuple[str, Variables]] = {
@@ -248,6 +300,9 @@ QUERIES: dict[str, tuple[str, Variables]] = {
     "apiKeys": (API_KEYS, lambda w: {}),
     "stripeAccounts": (STRIPE_ACCOUNTS, lambda w: {}),
     "stripeEvents": (STRIPE_EVENTS, lambda w: {}),
+    "webhookEndpoints": (ENDPOINTS, lambda w: {}),
+    "events": (EVENTS, lambda w: {}),
+    "webhookDeliveries": (DELIVERIES, lambda w: {"endpoint": w.endpoint}),
 }
 
 
@@ -296,6 +351,26 @@ ID_SLOTS = [
     IdSlot("cancelBooking.id", CANCEL, "bkg", lambda w: w.confirmed, lambda w, v: {"id": v}),
     IdSlot("reopenBooking.id", REOPEN, "bkg", lambda w: w.completed, lambda w, v: {"id": v}),
     IdSlot("revokeApiKey.id", REVOKE_KEY, "key", lambda w: w.api_key, lambda w, v: {"id": v}),
+    IdSlot(
+        "updateWebhookEndpoint.id", UPDATE_ENDPOINT, "whe", lambda w: w.endpoint,
+        lambda w, v: {"id": v, "description": "x"},
+    ),
+    IdSlot(
+        "deleteWebhookEndpoint.id", DELETE_ENDPOINT, "whe", lambda w: w.endpoint,
+        lambda w, v: {"id": v},
+    ),
+    IdSlot(
+        "rotateWebhookSecret.id", ROTATE_SECRET, "whe", lambda w: w.endpoint,
+        lambda w, v: {"id": v},
+    ),
+    IdSlot(
+        "redeliverEvent.eventId", REDELIVER, "evt", lambda w: w.event,
+        lambda w, v: {"event": v, "endpoint": w.endpoint},
+    ),
+    IdSlot(
+        "redeliverEvent.endpointId", REDELIVER, "whe", lambda w: w.endpoint,
+        lambda w, v: {"event": w.event, "endpoint": v},
+    ),
 ]  # fmt: skip
 
 
@@ -323,9 +398,21 @@ QUERY_SLOTS = [
         "ledger.purchaseId", LEDGER, "purchase", "pur", lambda w: w.purchase,
         lambda d: d["ledger"]["nodes"],
     ),
+    QuerySlot(
+        "webhookDeliveries.endpointId", DELIVERIES, "endpoint", "whe", lambda w: w.endpoint,
+        lambda d: d["webhookDeliveries"]["nodes"],
+    ),
 ]  # fmt: skip
 
-OTHER_KIND = {"cli": "pur", "pur": "bkg", "bkg": "pur", "ofr": "cli", "key": "cli"}
+OTHER_KIND = {
+    "cli": "pur",
+    "pur": "bkg",
+    "bkg": "pur",
+    "ofr": "cli",
+    "key": "cli",
+    "whe": "evt",
+    "evt": "whe",
+}
 
 
 def of_other_kind(opaque: str) -> str:

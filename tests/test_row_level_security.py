@@ -32,6 +32,11 @@ TENANT_TABLES = (
     "stripe_accounts",
     "stripe_payments",
     "stripe_events",
+    "events",
+    "event_counters",
+    "webhook_endpoints",
+    "webhook_deliveries",
+    "webhook_attempts",
 )
 
 
@@ -65,6 +70,12 @@ async def tenants(settings: Settings, db: asyncpg.Connection) -> AsyncIterator[T
             SELECT 'evt_' || payment_intent, trainer_id, 'checkout.session.completed', 'SOLD',
                    payment_intent
               FROM stripe_payments
+            """
+        )
+        await db.execute(  # the sweeper's rows: one attempt per delivery
+            """
+            INSERT INTO webhook_attempts (trainer_id, delivery_id, attempt, latency_ms)
+            SELECT trainer_id, id, 1, 5 FROM webhook_deliveries
             """
         )
         services = app.state.services

@@ -473,6 +473,15 @@ async def test_a_refund_cancels_the_unused_sessions(
         "SELECT count(*) FROM session_ledger WHERE purchase_id = $1", row_id(package)
     )
     assert ledger == 3
+    # The outbox names Stripe's events as who sold and who cancelled, once each.
+    changes = await db.fetch(
+        "SELECT type, data->>'actor' AS actor, data->>'source' AS source FROM events"
+        " WHERE type IN ('purchase.created', 'purchase.cancelled') ORDER BY id"
+    )
+    assert [tuple(c) for c in changes] == [
+        ("purchase.created", f"stripe:{sold['event']}", "INTEGRATION"),
+        ("purchase.cancelled", f"stripe:{refund['id']}", "INTEGRATION"),
+    ]
     # Another event id for the same refund changes nothing more (but is recorded).
     before = await db.fetch("SELECT * FROM purchases ORDER BY id")
     again = await accepted(shop.http, refunded())

@@ -319,6 +319,7 @@ async def test_a_booking_a_tab_is_completing_is_skipped_then_charged_once_by_the
             False,
             "CALENDAR",
             list(bookings.CHARGING),
+            "tab",
         )
         await bookings.settle(tab, moved["ids"], delta=1, source="CALENDAR", actor="tab")
         log = tmp_path / "sweeper.log"
