@@ -11,6 +11,11 @@ not by a live update silently dropped in production.
   strawberry's own rules). Needed by every path that runs documents itself (HTTP fast
   path, WebSocket operations, the live hub); without it the HTTP fast path is off and
   the WebSocket refuses operations with a clear error.
+- ``basic_attribute``: the attribute behind a field strawberry answers by reading it
+  (strawberry's ``_get_basic_result``, for a field without resolver, extensions or
+  exception handlers, with ``getattr`` as the default resolver), so the query planner
+  (``gql/planned.py``) reads it directly. Where it does not recognise one, the planner
+  calls the field's resolver like any other: slower, never different.
 - ``uvicorn_websocket``: uvicorn's ``websockets-sansio`` protocol behind an ASGI ``send``
   (``conn``, ``transport``, ``writable``, ``close_sent``), for writing live-update frames
   straight to the transport. Without it frames go through ASGI ``send``.
@@ -70,6 +75,42 @@ def strawberry_core(schema: Any) -> StrawberryCore | None:
         _off("running documents directly", "strawberry's execution_context_class is unknown")
         return None
     return StrawberryCore(graphql_schema, validate_document, executor)
+
+
+BASIC_RESOLVER = "_get_basic_result"
+STRAWBERRY_DEFINITION = "strawberry-definition"
+
+
+def basic_attribute(field: Any) -> str | None:
+    """The attribute strawberry reads for the graphql-core field ``field``, if that is
+    all its resolver does (None: call the resolver)."""
+    resolve = field.resolve
+    if getattr(resolve, "__name__", None) != BASIC_RESOLVER:
+        return None
+    if getattr(resolve, "_is_default", False) is not True:
+        return None
+    definition = (field.extensions or {}).get(STRAWBERRY_DEFINITION)
+    if definition is None or getattr(definition, "base_resolver", True) is not None:
+        return None
+    if getattr(definition, "extensions", True) or getattr(definition, "permission_classes", ()):
+        return None
+    if getattr(definition, "default_resolver", None) is not getattr:
+        return None
+    name = getattr(definition, "python_name", None)
+    return name if isinstance(name, str) else None
+
+
+def strawberry_basic_fields(schema: Any) -> bool:
+    """Whether ``basic_attribute`` recognises the plain fields of ``schema``."""
+    core = strawberry_core(schema)
+    if core is None:
+        return False
+    for type_ in core.graphql_schema.type_map.values():
+        for field in getattr(type_, "fields", {}).values():
+            if basic_attribute(field) is not None:
+                return True
+    _off("reading plain fields directly", "strawberry's basic-field resolver is not recognised")
+    return False
 
 
 # -- uvicorn's websockets-sansio protocol -----------------------------------------------
@@ -172,6 +213,7 @@ def probe_all(schema: Any) -> dict[str, bool]:
     """Every probe's verdict (for the tests and ``/debug/live``)."""
     return {
         "strawberry_core": strawberry_core(schema) is not None,
+        "strawberry_basic_fields": strawberry_basic_fields(schema),
         "uvicorn_websocket": uvicorn_websocket() is not None,
         "embedded_server_registry": embedded_server_registry() is not None,
         "embedded_initdb": embedded_initdb() is not None,

@@ -20,6 +20,7 @@ def test_every_probe_passes_on_the_pinned_versions() -> None:
     verdicts = internals.probe_all(schema_for(Settings()))
     assert verdicts == {
         "strawberry_core": True,
+        "strawberry_basic_fields": True,
         "uvicorn_websocket": True,
         "embedded_server_registry": True,
         "embedded_initdb": True,

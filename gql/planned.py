@@ -1,0 +1,428 @@
+"""Running a plan (``gql/plan.py``): a tree of precompiled per-field functions.
+
+graphql-jit's idea, over graphql-core's own pieces: the operation and its variables are
+taken (and coerced) by graphql-core's ``Executor.build``, fields are collected by its
+``collect_fields``, arguments coerced by its ``get_argument_values`` (once per field per
+request, not per object), and custom resolvers get the ``GraphQLResolveInfo`` its executor
+builds. What the tree saves is graphql-core's per-value work: a plain field is read
+straight from its object and serialized by a function chosen when the tree was compiled,
+``__typename`` is a constant, lists are completed by a plain loop, and every awaitable of
+a level (DataLoader loads included) is awaited in one ``gather`` before the next level
+starts, so nested objects still load in one batch per level.
+
+The planner never produces an error itself. Whatever it was not built for (a resolver
+that raises, a null where the schema says non-null, a value a serializer refuses, an
+awaitable where a plain value was expected, variables that do not coerce) raises
+``Unplanned``: the partial work is thrown away and the engine runs the same request on
+graphql-core, which answers with exactly its errors, paths and null propagation. Only
+queries are planned, so running one again changes nothing."""
+
+from __future__ import annotations
+
+from asyncio import gather
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import Enum
+from inspect import iscoroutine
+from typing import Any
+
+from graphql import (
+    ExecutionResult,
+    FieldNode,
+    GraphQLBoolean,
+    GraphQLEnumType,
+    GraphQLField,
+    GraphQLID,
+    GraphQLInt,
+    GraphQLLeafType,
+    GraphQLList,
+    GraphQLNonNull,
+    GraphQLObjectType,
+    GraphQLOutputType,
+    GraphQLString,
+    Undefined,
+    get_named_type,
+    is_leaf_type,
+)
+from graphql.execution import Executor
+from graphql.execution.collect_fields import (
+    FieldDetails,
+    collect_fields,
+    collect_subfields,
+)
+from graphql.execution.values import get_argument_values
+from graphql.pyutils import Path
+from graphql.type.introspection import TypeNameMetaFieldDef
+from strawberry.execution import optimized_is_awaitable
+
+from punchcard.gql.plan import Plan
+from punchcard.internals import basic_attribute
+
+is_awaitable = optimized_is_awaitable
+MAX_INT = 2_147_483_647
+MIN_INT = -2_147_483_648
+# graphql-core's own scalars whose coerce_output_value returns a value of this type as is.
+_BUILT_IN = (GraphQLString, GraphQLID, GraphQLBoolean)
+_EXACT: dict[str, type] = {"String": str, "ID": str, "Boolean": bool}
+
+
+class Unplanned(Exception):
+    """The request met something its plan did not expect: graphql-core answers it."""
+
+
+Completer = Callable[["Run", Any, Path | None], Any]
+Reader = Callable[[Any], Any]
+# An awaitable met on the way, and where its completed value goes once it settles.
+Pending = tuple[Any, dict[str, Any] | list[Any], str | int, Completer, Path | None]
+
+
+class Run:
+    """One request's execution of a tree."""
+
+    __slots__ = ("arguments", "executor", "pending")
+
+    def __init__(self, executor: Executor[Any]) -> None:
+        self.executor = executor
+        self.arguments: list[dict[str, Any]] = []
+        self.pending: list[Pending] = []
+
+
+@dataclass(slots=True)
+class Field:
+    """One response key of a selection, compiled."""
+
+    key: str
+    definition: GraphQLField
+    nodes: list[FieldNode]
+    parent_type: GraphQLObjectType
+    read: Reader | None  # a plain leaf: its response value, straight from the object
+    get: Reader | None  # a plain field of an object or list type: the value to complete
+    resolve: Callable[..., Any] | None  # a resolver of its own: called with its info
+    slot: int  # its arguments in ``Run.arguments``; -1: none
+    complete: Completer
+    needs_path: bool  # it, or a field under it, has a resolver (which gets info.path)
+
+
+@dataclass(slots=True)
+class Selection:
+    typename: str
+    fields: list[Field]
+    needs_path: bool
+
+
+@dataclass(slots=True)
+class Tree:
+    """A compiled operation: the root selection and the fields that take arguments."""
+
+    root: Selection
+    arguments: list[tuple[GraphQLField, FieldDetails]]
+
+
+async def run(plan: Plan, executor: Executor[Any] | list[Any]) -> ExecutionResult | None:
+    """The planned answer, or None when graphql-core must answer instead."""
+    if isinstance(executor, list) or executor.middleware_manager is not None:
+        return None  # variables that do not coerce: graphql-core says how
+    tree = plan.tree
+    if tree is None:
+        try:
+            tree = compile_tree(executor)
+        except Exception:  # Unplanned, or a @skip/@include that does not evaluate
+            return None
+        if plan.static:
+            plan.tree = tree
+    state = Run(executor)
+    try:
+        state.arguments = [
+            get_argument_values(
+                definition,
+                details.node,
+                executor.variable_values,
+                details.fragment_variable_values,
+                executor.hide_suggestions,
+            )
+            for definition, details in tree.arguments
+        ]
+        data = execute(state, tree.root, executor.root_value, None)
+        await settle(state)
+    except BaseException as error:
+        await discard(state.pending)
+        if isinstance(error, Exception):
+            return None
+        raise
+    return ExecutionResult(data=data, errors=None)
+
+
+def execute(state: Run, selection: Selection, source: Any, path: Path | None) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    typename = selection.typename
+    for field in selection.fields:
+        read = field.read
+        if read is not None:
+            out[field.key] = read(source)
+            continue
+        field_path = Path(path, field.key, typename) if field.needs_path else None
+        get = field.get
+        if get is not None:
+            value = get(source)
+        else:
+            assert field.resolve is not None and field_path is not None
+            info = state.executor.build_resolve_info(
+                field.definition, field.nodes, field.parent_type, field_path
+            )
+            arguments = state.arguments[field.slot] if field.slot >= 0 else {}
+            value = field.resolve(source, info, **arguments)
+        if is_awaitable(value):
+            out[field.key] = None  # keeps the key's place; filled in when it settles
+            state.pending.append((value, out, field.key, field.complete, field_path))
+        else:
+            out[field.key] = field.complete(state, value, field_path)
+    return out
+
+
+async def settle(state: Run) -> None:
+    """Await each level's awaitables together (one DataLoader batch per level), then
+    complete their values, which may leave the next level's."""
+    while state.pending:
+        batch, state.pending = state.pending, []
+        values = await gather(*(p[0] for p in batch), return_exceptions=True)
+        for (_, container, key, complete, path), value in zip(batch, values, strict=True):
+            if isinstance(value, BaseException):
+                raise Unplanned from value
+            container[key] = complete(state, value, path)  # type: ignore[index]
+
+
+async def discard(pending: list[Pending]) -> None:
+    """Throw away what a given-up run left: coroutines never started are closed, other
+    awaitables (futures of a DataLoader batch under way) are let settle, quietly."""
+    others = []
+    for awaitable, *_ in pending:
+        if iscoroutine(awaitable):
+            awaitable.close()
+        else:
+            others.append(awaitable)
+    pending.clear()
+    if others:
+        await gather(*others, return_exceptions=True)
+
+
+# -- compiling --------------------------------------------------------------------------
+
+
+def compile_tree(executor: Executor[Any]) -> Tree:
+    compiler = _Compiler(executor)
+    root_type = executor.schema.query_type
+    assert root_type is not None  # gql/plan.py checked
+    collected = collect_fields(
+        executor.schema,
+        executor.fragments,
+        executor.variable_values,
+        root_type,
+        executor.operation,
+        executor.hide_suggestions,
+    )
+    if collected.new_defer_usages:
+        raise Unplanned
+    root = compiler.selection(root_type, collected.grouped_field_set)
+    return Tree(root, compiler.arguments)
+
+
+class _Compiler:
+    def __init__(self, executor: Executor[Any]) -> None:
+        self.executor = executor
+        self.arguments: list[tuple[GraphQLField, FieldDetails]] = []
+
+    def selection(
+        self, parent_type: GraphQLObjectType, grouped: dict[str, list[FieldDetails]]
+    ) -> Selection:
+        fields = [self.field(parent_type, key, details) for key, details in grouped.items()]
+        return Selection(parent_type.name, fields, any(f.needs_path for f in fields))
+
+    def field(self, parent_type: GraphQLObjectType, key: str, details: list[FieldDetails]) -> Field:
+        first = details[0]
+        if first.fragment_variable_values is not None or any(d.defer_usage for d in details):
+            raise Unplanned
+        nodes = [d.node for d in details]
+        name = first.node.name.value
+        if name == "__typename":
+            typename = parent_type.name
+            return Field(
+                key, TypeNameMetaFieldDef, nodes, parent_type, lambda _: typename, None, None,
+                -1, _unused, False,
+            )  # fmt: skip
+        definition = parent_type.fields.get(name)
+        if definition is None:
+            raise Unplanned
+        slot = -1
+        if definition.args or first.node.arguments:
+            slot = len(self.arguments)
+            self.arguments.append((definition, first))
+        attribute = basic_attribute(definition)
+        if attribute is not None and slot < 0 and is_leaf_type(get_named_type(definition.type)):
+            read = _reader(attribute, definition.type)
+            return Field(key, definition, nodes, parent_type, read, None, None, -1, _unused, False)
+        complete, needs_path = self.completer(definition.type, details)
+        if attribute is not None and slot < 0:
+            get = _getter(attribute)
+            return Field(
+                key, definition, nodes, parent_type, None, get, None, -1, complete, needs_path
+            )
+        resolve = definition.resolve or self.executor.field_resolver
+        return Field(key, definition, nodes, parent_type, None, None, resolve, slot, complete, True)
+
+    def completer(
+        self, type_: GraphQLOutputType, details: list[FieldDetails]
+    ) -> tuple[Completer, bool]:
+        if isinstance(type_, GraphQLNonNull):
+            inner, needs_path = self.completer(type_.of_type, details)
+            return _non_null(inner), needs_path
+        if isinstance(type_, GraphQLList):
+            inner, needs_path = self.completer(type_.of_type, details)
+            return _list(inner, needs_path), needs_path
+        if is_leaf_type(type_):
+            coerce = _coercer(type_)
+            return (lambda _, value, __: coerce(value)), False
+        if isinstance(type_, GraphQLObjectType) and type_.is_type_of is None:
+            executor = self.executor
+            collected = collect_subfields(
+                executor.schema,
+                executor.fragments,
+                executor.variable_values,
+                executor.operation,
+                type_,
+                details,
+                executor.hide_suggestions,
+            )
+            if collected.new_defer_usages:
+                raise Unplanned
+            selection = self.selection(type_, collected.grouped_field_set)
+            return _object(selection), selection.needs_path
+        raise Unplanned  # interfaces and unions: gql/plan.py refuses them first
+
+
+def _unused(state: Run, value: Any, path: Path | None) -> Any:
+    raise AssertionError("a plain leaf is read, never completed")
+
+
+def _getter(attribute: str) -> Reader:
+    def get(source: Any) -> Any:
+        return getattr(source, attribute)
+
+    return get
+
+
+def _non_null(inner: Completer) -> Completer:
+    def complete(state: Run, value: Any, path: Path | None) -> Any:
+        completed = inner(state, value, path)
+        if completed is None:
+            raise Unplanned  # graphql-core's "Cannot return null for non-nullable field"
+        return completed
+
+    return complete
+
+
+def _list(item: Completer, needs_path: bool) -> Completer:
+    def complete(state: Run, value: Any, path: Path | None) -> Any:
+        if value is None or value is Undefined:
+            return None
+        if type(value) is not list and type(value) is not tuple:
+            raise Unplanned  # other iterables (and errors): graphql-core knows them
+        out: list[Any] = []
+        for index, entry in enumerate(value):
+            entry_path = Path(path, index, None) if needs_path else None
+            if is_awaitable(entry):
+                out.append(None)
+                state.pending.append((entry, out, index, item, entry_path))
+            else:
+                out.append(item(state, entry, entry_path))
+        return out
+
+    return complete
+
+
+def _object(selection: Selection) -> Completer:
+    def complete(state: Run, value: Any, path: Path | None) -> Any:
+        if value is None or value is Undefined:
+            return None
+        if isinstance(value, Exception):
+            raise Unplanned
+        return execute(state, selection, value, path)
+
+    return complete
+
+
+def _coercer(leaf: GraphQLLeafType) -> Reader:
+    """A nullable leaf's response value: graphql-core's ``coerce_output_value``, with
+    the answer of the common cases known ahead (a ``str`` for String and ID, a ``bool``,
+    an ``int`` in range, an enum's member)."""
+    coerce = leaf.coerce_output_value
+
+    def slow(value: Any) -> Any:
+        if value is None or value is Undefined:
+            return None
+        if isinstance(value, Exception) or is_awaitable(value):
+            raise Unplanned
+        coerced = coerce(value)
+        if coerced is None or coerced is Undefined:
+            raise Unplanned
+        return coerced
+
+    exact = _EXACT.get(leaf.name) if leaf in _BUILT_IN else None
+    if exact is not None:
+
+        def plain(value: Any) -> Any:
+            return value if type(value) is exact else slow(value)
+
+        return plain
+    if leaf is GraphQLInt:
+
+        def integer(value: Any) -> Any:
+            if type(value) is int and MIN_INT <= value <= MAX_INT:
+                return value
+            return slow(value)
+
+        return integer
+    if isinstance(leaf, GraphQLEnumType):
+        names = _enum_names(leaf)
+
+        def member(value: Any) -> Any:
+            if isinstance(value, Enum):
+                name = names.get(value)
+                if name is not None:
+                    return name
+            return slow(value)
+
+        return member
+    return slow
+
+
+def _enum_names(leaf: GraphQLEnumType) -> dict[Any, str]:
+    """Value to name, built as graphql-core builds its lookup (the first name wins)."""
+    names: dict[Any, str] = {}
+    for name, enum_value in leaf.values.items():
+        value = enum_value.value
+        if value is None or value is Undefined:
+            value = name
+        if isinstance(value, Enum) and value not in names:
+            names[value] = name
+    return names
+
+
+def _reader(attribute: str, type_: GraphQLOutputType) -> Reader:
+    """A plain leaf field, read and serialized in one call."""
+    non_null = isinstance(type_, GraphQLNonNull)
+    leaf: Any = type_.of_type if isinstance(type_, GraphQLNonNull) else type_
+    coerce = _coercer(leaf)
+    if non_null:
+
+        def required(source: Any) -> Any:
+            value = coerce(getattr(source, attribute))
+            if value is None:
+                raise Unplanned
+            return value
+
+        return required
+
+    def optional(source: Any) -> Any:
+        return coerce(getattr(source, attribute))
+
+    return optional
