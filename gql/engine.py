@@ -60,7 +60,7 @@ class Engine:
             validate=lambda s, d: core.validate(s, d, rules),
             max_tokens=schema.limits.max_tokens,
         )
-        self.planner = Planner(self.graphql_schema)
+        self.planner = Planner(self.graphql_schema, schema.config.info_class)
 
     async def execute(
         self,

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from graphql import (
     DirectiveNode,
@@ -51,6 +51,7 @@ class Plan:
     operation: Operation
     definition: OperationDefinitionNode
     static: bool  # no @skip/@include: the compiled tree is the same for every request
+    info_class: Any  # strawberry's Info class, for resolvers called directly
     tree: Tree | None = field(default=None)  # compiled once, when static
 
 
@@ -117,8 +118,9 @@ def refusal(schema: GraphQLSchema, operation: Operation) -> tuple[str | None, bo
 class Planner:
     """The process's plans (a bounded LRU beside the document cache) and what they did."""
 
-    def __init__(self, schema: GraphQLSchema, size: int = CACHE_SIZE) -> None:
+    def __init__(self, schema: GraphQLSchema, info_class: Any, size: int = CACHE_SIZE) -> None:
         self.schema = schema
+        self.info_class = info_class
         self._size = size
         self._plans: OrderedDict[tuple[str, str | None], Plan | None] = OrderedDict()
         # What happened to requests: "planned", "fallback" (met something unexpected, ran
@@ -144,4 +146,4 @@ class Planner:
             return None
         definition = get_operation_ast(operation.node, operation.name)
         assert definition is not None  # documents.operation found it
-        return Plan(operation, definition, static=not conditional)
+        return Plan(operation, definition, not conditional, self.info_class)

@@ -22,6 +22,7 @@ from __future__ import annotations
 from asyncio import gather
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import date, datetime
 from enum import Enum
 from inspect import iscoroutine
 from typing import Any
@@ -56,7 +57,7 @@ from graphql.type.introspection import TypeNameMetaFieldDef
 from strawberry.execution import optimized_is_awaitable
 
 from punchcard.gql.plan import Plan
-from punchcard.internals import basic_attribute
+from punchcard.internals import basic_attribute, direct_resolver
 
 is_awaitable = optimized_is_awaitable
 MAX_INT = 2_147_483_647
@@ -64,6 +65,8 @@ MIN_INT = -2_147_483_648
 # graphql-core's own scalars whose coerce_output_value returns a value of this type as is.
 _BUILT_IN = (GraphQLString, GraphQLID, GraphQLBoolean)
 _EXACT: dict[str, type] = {"String": str, "ID": str, "Boolean": bool}
+# Values that are never awaitable nor errors: the serializer is asked straight away.
+PLAIN = frozenset({str, int, float, bool, datetime, date})
 
 
 class Unplanned(Exception):
@@ -97,7 +100,9 @@ class Field:
     parent_type: GraphQLObjectType
     read: Reader | None  # a plain leaf: its response value, straight from the object
     get: Reader | None  # a plain field of an object or list type: the value to complete
-    resolve: Callable[..., Any] | None  # a resolver of its own: called with its info
+    # A resolver of its own, called with its info (and arguments): strawberry's wrapper,
+    # or what it does, when internals.direct_resolver knows it.
+    resolve: Callable[..., Any] | None
     slot: int  # its arguments in ``Run.arguments``; -1: none
     complete: Completer
     needs_path: bool  # it, or a field under it, has a resolver (which gets info.path)
@@ -125,7 +130,7 @@ async def run(plan: Plan, executor: Executor[Any] | list[Any]) -> ExecutionResul
     tree = plan.tree
     if tree is None:
         try:
-            tree = compile_tree(executor)
+            tree = compile_tree(executor, plan.info_class)
         except Exception:  # Unplanned, or a @skip/@include that does not evaluate
             return None
         if plan.static:
@@ -169,8 +174,10 @@ def execute(state: Run, selection: Selection, source: Any, path: Path | None) ->
             info = state.executor.build_resolve_info(
                 field.definition, field.nodes, field.parent_type, field_path
             )
-            arguments = state.arguments[field.slot] if field.slot >= 0 else {}
-            value = field.resolve(source, info, **arguments)
+            if field.slot >= 0:
+                value = field.resolve(source, info, **state.arguments[field.slot])
+            else:
+                value = field.resolve(source, info)
         if is_awaitable(value):
             out[field.key] = None  # keeps the key's place; filled in when it settles
             state.pending.append((value, out, field.key, field.complete, field_path))
@@ -208,8 +215,8 @@ async def discard(pending: list[Pending]) -> None:
 # -- compiling --------------------------------------------------------------------------
 
 
-def compile_tree(executor: Executor[Any]) -> Tree:
-    compiler = _Compiler(executor)
+def compile_tree(executor: Executor[Any], info_class: Any) -> Tree:
+    compiler = _Compiler(executor, info_class)
     root_type = executor.schema.query_type
     assert root_type is not None  # gql/plan.py checked
     collected = collect_fields(
@@ -227,8 +234,9 @@ def compile_tree(executor: Executor[Any]) -> Tree:
 
 
 class _Compiler:
-    def __init__(self, executor: Executor[Any]) -> None:
+    def __init__(self, executor: Executor[Any], info_class: Any) -> None:
         self.executor = executor
+        self.info_class = info_class
         self.arguments: list[tuple[GraphQLField, FieldDetails]] = []
 
     def selection(
@@ -266,7 +274,9 @@ class _Compiler:
             return Field(
                 key, definition, nodes, parent_type, None, get, None, -1, complete, needs_path
             )
-        resolve = definition.resolve or self.executor.field_resolver
+        resolve = None if slot >= 0 else direct_resolver(definition, self.info_class)
+        if resolve is None:
+            resolve = definition.resolve or self.executor.field_resolver
         return Field(key, definition, nodes, parent_type, None, None, resolve, slot, complete, True)
 
     def completer(
@@ -353,13 +363,13 @@ def _object(selection: Selection) -> Completer:
 def _coercer(leaf: GraphQLLeafType) -> Reader:
     """A nullable leaf's response value: graphql-core's ``coerce_output_value``, with
     the answer of the common cases known ahead (a ``str`` for String and ID, a ``bool``,
-    an ``int`` in range, an enum's member)."""
+    an ``int`` in range, an enum member already seen)."""
     coerce = leaf.coerce_output_value
 
     def slow(value: Any) -> Any:
         if value is None or value is Undefined:
             return None
-        if isinstance(value, Exception) or is_awaitable(value):
+        if type(value) not in PLAIN and (isinstance(value, Exception) or is_awaitable(value)):
             raise Unplanned
         coerced = coerce(value)
         if coerced is None or coerced is Undefined:
@@ -382,29 +392,28 @@ def _coercer(leaf: GraphQLLeafType) -> Reader:
 
         return integer
     if isinstance(leaf, GraphQLEnumType):
-        names = _enum_names(leaf)
-
-        def member(value: Any) -> Any:
-            if isinstance(value, Enum):
-                name = names.get(value)
-                if name is not None:
-                    return name
-            return slow(value)
-
-        return member
+        return _enum(slow)
     return slow
 
 
-def _enum_names(leaf: GraphQLEnumType) -> dict[Any, str]:
-    """Value to name, built as graphql-core builds its lookup (the first name wins)."""
-    names: dict[Any, str] = {}
-    for name, enum_value in leaf.values.items():
-        value = enum_value.value
-        if value is None or value is Undefined:
-            value = name
-        if isinstance(value, Enum) and value not in names:
-            names[value] = name
-    return names
+def _enum(slow: Reader) -> Reader:
+    """An enum's name for a member, remembered per member once the type's own
+    ``coerce_output_value`` named it (members are singletons; the name of one never
+    changes). Keyed by member and checked by class, so an equal value of another type
+    (an IntEnum's int) is still asked of the type."""
+    names: dict[Any, tuple[type, str]] = {}
+
+    def member(value: Any) -> Any:
+        if isinstance(value, Enum):
+            known = names.get(value)
+            if known is not None and known[0] is type(value):
+                return known[1]
+            name = slow(value)
+            names[value] = (type(value), name)
+            return name
+        return slow(value)
+
+    return member
 
 
 def _reader(attribute: str, type_: GraphQLOutputType) -> Reader:
@@ -423,6 +432,7 @@ def _reader(attribute: str, type_: GraphQLOutputType) -> Reader:
         return required
 
     def optional(source: Any) -> Any:
-        return coerce(getattr(source, attribute))
+        value = getattr(source, attribute)
+        return None if value is None else coerce(value)
 
     return optional

@@ -16,6 +16,10 @@ not by a live update silently dropped in production.
   exception handlers, with ``getattr`` as the default resolver), so the query planner
   (``gql/planned.py``) reads it directly. Where it does not recognise one, the planner
   calls the field's resolver like any other: slower, never different.
+- ``direct_resolver``: for a field whose resolver takes no GraphQL arguments and has no
+  extensions or exception handlers, what strawberry's resolver wrapper does, without its
+  per-call argument conversion: the resolver called with the object and a strawberry
+  ``Info``. Where it does not recognise the wrapper, the planner calls the wrapper.
 - ``uvicorn_websocket``: uvicorn's ``websockets-sansio`` protocol behind an ASGI ``send``
   (``conn``, ``transport``, ``writable``, ``close_sent``), for writing live-update frames
   straight to the transport. Without it frames go through ASGI ``send``.
@@ -98,6 +102,52 @@ def basic_attribute(field: Any) -> str | None:
         return None
     name = getattr(definition, "python_name", None)
     return name if isinstance(name, str) else None
+
+
+RESOLVER_WRAPPERS = frozenset({"_resolver", "_async_resolver"})
+
+
+def direct_resolver(field: Any, info_class: Any) -> Callable[[Any, Any], Any] | None:
+    """``(source, graphql_info) -> result`` equal to strawberry's wrapper ``field.resolve``
+    for a resolver without GraphQL arguments, extensions or exception handlers (None:
+    call the wrapper)."""
+    from strawberry.types.field import StrawberryField
+
+    resolve = field.resolve
+    code = getattr(resolve, "__code__", None)
+    if getattr(resolve, "__name__", None) not in RESOLVER_WRAPPERS or code is None:
+        return None
+    cells = dict(zip(code.co_freevars, resolve.__closure__ or (), strict=True))
+    handlers = cells.get("field_exception_handlers")
+    if handlers is None or handlers.cell_contents:
+        return None
+    definition = (field.extensions or {}).get(STRAWBERRY_DEFINITION)
+    if not isinstance(definition, StrawberryField) or definition.extensions:
+        return None
+    if type(definition).get_result is not StrawberryField.get_result or field.args:
+        return None
+    resolver = definition.base_resolver
+    if resolver is None or resolver.arguments:
+        return None
+    if resolver.parent_parameter is not None or resolver.root_parameter is not None:
+        return None
+    wants_self = resolver.self_parameter is not None
+    info = resolver.info_parameter
+    if info is None:
+        return None
+    name = info.name
+
+    if wants_self:
+
+        def method(source: Any, raw: Any) -> Any:
+            return resolver(source, **{name: info_class(_raw_info=raw, _field=definition)})
+
+        return method
+
+    def function(source: Any, raw: Any) -> Any:
+        return resolver(**{name: info_class(_raw_info=raw, _field=definition)})
+
+    return function
 
 
 def strawberry_basic_fields(schema: Any) -> bool:
