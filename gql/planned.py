@@ -56,6 +56,7 @@ from graphql.pyutils import Path
 from graphql.type.introspection import TypeNameMetaFieldDef
 from strawberry.execution import optimized_is_awaitable
 
+from punchcard.gql import generated
 from punchcard.gql.plan import Plan
 from punchcard.internals import basic_attribute, direct_resolver
 
@@ -65,6 +66,7 @@ MIN_INT = -2_147_483_648
 # graphql-core's own scalars whose coerce_output_value returns a value of this type as is.
 _BUILT_IN = (GraphQLString, GraphQLID, GraphQLBoolean)
 _EXACT: dict[str, type] = {"String": str, "ID": str, "Boolean": bool}
+_CHECKS = {"String": "str", "ID": "str", "Boolean": "bool"}
 # Values that are never awaitable nor errors: the serializer is asked straight away.
 PLAIN = frozenset({str, int, float, bool, datetime, date})
 
@@ -92,19 +94,21 @@ class Run:
 
 @dataclass(slots=True)
 class Field:
-    """One response key of a selection, compiled."""
+    """One response key of a selection, compiled (``gql/generated.py`` writes the code)."""
 
     key: str
+    kind: str  # "typename", "leaf" (read and serialized), "get" (read), "resolve"
     definition: GraphQLField
     nodes: list[FieldNode]
     parent_type: GraphQLObjectType
-    read: Reader | None  # a plain leaf: its response value, straight from the object
-    get: Reader | None  # a plain field of an object or list type: the value to complete
+    attribute: str | None  # what a plain field reads from its object
+    check: str  # a leaf's value passed as is when: "str", "bool", "int" (in range); "call"
+    coerce: Reader | None  # a leaf's serializer (and null check), for other values
     # A resolver of its own, called with its info (and arguments): strawberry's wrapper,
     # or what it does, when internals.direct_resolver knows it.
     resolve: Callable[..., Any] | None
     slot: int  # its arguments in ``Run.arguments``; -1: none
-    complete: Completer
+    complete: Completer | None  # an object or list value's completion
     needs_path: bool  # it, or a field under it, has a resolver (which gets info.path)
 
 
@@ -113,6 +117,7 @@ class Selection:
     typename: str
     fields: list[Field]
     needs_path: bool
+    execute: Callable[[Run, Any, Path | None], dict[str, Any]]
 
 
 @dataclass(slots=True)
@@ -147,7 +152,7 @@ async def run(plan: Plan, executor: Executor[Any] | list[Any]) -> ExecutionResul
             )
             for definition, details in tree.arguments
         ]
-        data = execute(state, tree.root, executor.root_value, None)
+        data = tree.root.execute(state, executor.root_value, None)
         await settle(state)
     except BaseException as error:
         await discard(state.pending)
@@ -155,35 +160,6 @@ async def run(plan: Plan, executor: Executor[Any] | list[Any]) -> ExecutionResul
             return None
         raise
     return ExecutionResult(data=data, errors=None)
-
-
-def execute(state: Run, selection: Selection, source: Any, path: Path | None) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    typename = selection.typename
-    for field in selection.fields:
-        read = field.read
-        if read is not None:
-            out[field.key] = read(source)
-            continue
-        field_path = Path(path, field.key, typename) if field.needs_path else None
-        get = field.get
-        if get is not None:
-            value = get(source)
-        else:
-            assert field.resolve is not None and field_path is not None
-            info = state.executor.build_resolve_info(
-                field.definition, field.nodes, field.parent_type, field_path
-            )
-            if field.slot >= 0:
-                value = field.resolve(source, info, **state.arguments[field.slot])
-            else:
-                value = field.resolve(source, info)
-        if is_awaitable(value):
-            out[field.key] = None  # keeps the key's place; filled in when it settles
-            state.pending.append((value, out, field.key, field.complete, field_path))
-        else:
-            out[field.key] = field.complete(state, value, field_path)
-    return out
 
 
 async def settle(state: Run) -> None:
@@ -243,7 +219,8 @@ class _Compiler:
         self, parent_type: GraphQLObjectType, grouped: dict[str, list[FieldDetails]]
     ) -> Selection:
         fields = [self.field(parent_type, key, details) for key, details in grouped.items()]
-        return Selection(parent_type.name, fields, any(f.needs_path for f in fields))
+        needs_path = any(f.needs_path for f in fields)
+        return Selection(parent_type.name, fields, needs_path, generated.function(fields))
 
     def field(self, parent_type: GraphQLObjectType, key: str, details: list[FieldDetails]) -> Field:
         first = details[0]
@@ -252,10 +229,9 @@ class _Compiler:
         nodes = [d.node for d in details]
         name = first.node.name.value
         if name == "__typename":
-            typename = parent_type.name
             return Field(
-                key, TypeNameMetaFieldDef, nodes, parent_type, lambda _: typename, None, None,
-                -1, _unused, False,
+                key, "typename", TypeNameMetaFieldDef, nodes, parent_type, None, "call", None,
+                None, -1, None, False,
             )  # fmt: skip
         definition = parent_type.fields.get(name)
         if definition is None:
@@ -264,20 +240,26 @@ class _Compiler:
         if definition.args or first.node.arguments:
             slot = len(self.arguments)
             self.arguments.append((definition, first))
-        attribute = basic_attribute(definition)
-        if attribute is not None and slot < 0 and is_leaf_type(get_named_type(definition.type)):
-            read = _reader(attribute, definition.type)
-            return Field(key, definition, nodes, parent_type, read, None, None, -1, _unused, False)
-        complete, needs_path = self.completer(definition.type, details)
-        if attribute is not None and slot < 0:
-            get = _getter(attribute)
+        attribute = basic_attribute(definition) if slot < 0 else None
+        if attribute is not None and is_leaf_type(get_named_type(definition.type)):
+            check, coerce = _leaf(definition.type)
             return Field(
-                key, definition, nodes, parent_type, None, get, None, -1, complete, needs_path
-            )
+                key, "leaf", definition, nodes, parent_type, attribute, check, coerce, None, -1,
+                None, False,
+            )  # fmt: skip
+        complete, needs_path = self.completer(definition.type, details)
+        if attribute is not None:
+            return Field(
+                key, "get", definition, nodes, parent_type, attribute, "call", None, None, -1,
+                complete, needs_path,
+            )  # fmt: skip
         resolve = None if slot >= 0 else direct_resolver(definition, self.info_class)
         if resolve is None:
             resolve = definition.resolve or self.executor.field_resolver
-        return Field(key, definition, nodes, parent_type, None, None, resolve, slot, complete, True)
+        return Field(
+            key, "resolve", definition, nodes, parent_type, None, "call", None, resolve, slot,
+            complete, True,
+        )  # fmt: skip
 
     def completer(
         self, type_: GraphQLOutputType, details: list[FieldDetails]
@@ -305,19 +287,8 @@ class _Compiler:
             if collected.new_defer_usages:
                 raise Unplanned
             selection = self.selection(type_, collected.grouped_field_set)
-            return _object(selection), selection.needs_path
+            return _object(selection.execute), selection.needs_path
         raise Unplanned  # interfaces and unions: gql/plan.py refuses them first
-
-
-def _unused(state: Run, value: Any, path: Path | None) -> Any:
-    raise AssertionError("a plain leaf is read, never completed")
-
-
-def _getter(attribute: str) -> Reader:
-    def get(source: Any) -> Any:
-        return getattr(source, attribute)
-
-    return get
 
 
 def _non_null(inner: Completer) -> Completer:
@@ -349,13 +320,13 @@ def _list(item: Completer, needs_path: bool) -> Completer:
     return complete
 
 
-def _object(selection: Selection) -> Completer:
+def _object(execute: Callable[[Run, Any, Path | None], dict[str, Any]]) -> Completer:
     def complete(state: Run, value: Any, path: Path | None) -> Any:
         if value is None or value is Undefined:
             return None
         if isinstance(value, Exception):
             raise Unplanned
-        return execute(state, selection, value, path)
+        return execute(state, value, path)
 
     return complete
 
@@ -416,23 +387,21 @@ def _enum(slow: Reader) -> Reader:
     return member
 
 
-def _reader(attribute: str, type_: GraphQLOutputType) -> Reader:
-    """A plain leaf field, read and serialized in one call."""
-    non_null = isinstance(type_, GraphQLNonNull)
+def _leaf(type_: GraphQLOutputType) -> tuple[str, Reader]:
+    """A leaf field's check for values passed as they are, and its serializer for the
+    others (None for null, or ``Unplanned`` where the field is non-null)."""
     leaf: Any = type_.of_type if isinstance(type_, GraphQLNonNull) else type_
     coerce = _coercer(leaf)
-    if non_null:
+    check = "int" if leaf is GraphQLInt else _CHECKS.get(leaf.name, "call")
+    if leaf not in _BUILT_IN and leaf is not GraphQLInt:
+        check = "call"
+    if not isinstance(type_, GraphQLNonNull):
+        return check, coerce
 
-        def required(source: Any) -> Any:
-            value = coerce(getattr(source, attribute))
-            if value is None:
-                raise Unplanned
-            return value
+    def required(value: Any) -> Any:
+        coerced = coerce(value)
+        if coerced is None:
+            raise Unplanned
+        return coerced
 
-        return required
-
-    def optional(source: Any) -> Any:
-        value = getattr(source, attribute)
-        return None if value is None else coerce(value)
-
-    return optional
+    return check, required

@@ -310,15 +310,15 @@ async def test_a_difference_from_graphql_core_fails_the_request_and_is_recorded(
     """The differential check can fail: a planner that answers one wrong count is caught."""
     from punchcard.gql import planned
 
-    real = planned._reader
+    real = planned._leaf
 
-    def off_by_one(attribute: str, type_: Any) -> Any:
-        read = real(attribute, type_)
-        if attribute != "sessions_used":
-            return read
-        return lambda source: read(source) + 1
+    def off_by_one(type_: Any) -> Any:
+        check, coerce = real(type_)
+        if str(type_) != "Int!":
+            return check, coerce
+        return "call", lambda value: coerce(value) + 1  # every Int! one too many
 
-    monkeypatch.setattr(planned, "_reader", off_by_one)
+    monkeypatch.setattr(planned, "_leaf", off_by_one)
     record = tmp_path / "mismatches.jsonl"
     checked = replace(settings, planner_differential=True, planner_mismatches=record)
     # A document no other test sends, so no plan compiled before the sabotage is reused.
