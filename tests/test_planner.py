@@ -235,7 +235,10 @@ async def test_not_found_and_another_trainers_ids_answer_null(
     theirs, went = await answered(other, core, PURCHASE, id=diary["purchase"])
     assert (theirs, went) == ({"data": {"purchase": None}}, PLANNED)
     junk, went = await answered(api, core, PURCHASE, id="not-an-id")
-    assert junk["data"] == {"purchase": None} or junk["errors"]
+    assert went == FELL_BACK  # the resolver refuses a malformed id: graphql-core's error
+    assert junk["data"] == {"purchase": None}
+    assert junk["errors"][0]["path"] == ["purchase"]
+    assert junk["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
 
 
 @pytest.mark.parametrize(
