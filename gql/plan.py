@@ -36,6 +36,7 @@ from graphql import (
 )
 from graphql.language.visitor import BREAK, VisitorAction
 
+from punchcard import metrics
 from punchcard.gql.documents import CACHE_SIZE, Operation
 
 if TYPE_CHECKING:
@@ -127,6 +128,10 @@ class Planner:
         # on graphql-core), "unplanned" (graphql-core from the start); tests read them.
         self.counts: Counter[str] = Counter()
         self.refusals: Counter[str] = Counter()
+
+    def count(self, outcome: str) -> None:
+        self.counts[outcome] += 1
+        metrics.planner_queries.labels(outcome).inc()
 
     def plan(self, operation: Operation) -> Plan | None:
         key = (operation.text, operation.name)
