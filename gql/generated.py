@@ -13,15 +13,14 @@ from __future__ import annotations
 
 import keyword
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from graphql.pyutils import Path
 from strawberry.execution import optimized_is_awaitable
 
-if TYPE_CHECKING:
-    from punchcard.gql.planned import Field, Run
+from punchcard.gql.plan import Field, Run
 
-Execute = Callable[["Run", Any, Path | None], dict[str, Any]]
+Execute = Callable[[Run, Any, Path | None], dict[str, Any]]
 INT_RANGE = "-2147483648 <= v <= 2147483647"
 
 

@@ -7,20 +7,23 @@ Anything else (mutations, subscriptions, introspection, interfaces or unions, an
 directive, object types that check their values with ``is_type_of``) is not planned, and
 graphql-core runs it, as it runs every request the planner meets something unexpected in.
 
-The tree of precompiled field functions is cached on the plan when no ``@skip``/``@include``
-can change it (``static``); otherwise it is compiled per request (cheap: its size is the
-document's, never the data's)."""
+The compiled tree's parts are defined here (``gql/planned.py`` compiles and runs them,
+``gql/generated.py`` writes each selection's code). The tree is cached on the plan when
+no ``@skip``/``@include`` can change it (``static``); otherwise it is compiled per request
+(cheap: its size is the document's, never the data's)."""
 
 from __future__ import annotations
 
 from collections import Counter, OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from graphql import (
     DirectiveNode,
     FieldNode,
     FragmentDefinitionNode,
+    GraphQLField,
     GraphQLObjectType,
     GraphQLSchema,
     InlineFragmentNode,
@@ -34,15 +37,68 @@ from graphql import (
     is_abstract_type,
     visit,
 )
+from graphql.execution import Executor
+from graphql.execution.collect_fields import FieldDetails
 from graphql.language.visitor import BREAK, VisitorAction
+from graphql.pyutils import Path
 
 from punchcard import metrics
 from punchcard.gql.documents import CACHE_SIZE, Operation
 
-if TYPE_CHECKING:
-    from punchcard.gql.planned import Tree
-
 CONDITIONS = frozenset({"skip", "include"})
+
+
+Completer = Callable[["Run", Any, Path | None], Any]
+Reader = Callable[[Any], Any]
+# An awaitable met on the way, and where its completed value goes once it settles.
+Pending = tuple[Any, dict[str, Any] | list[Any], str | int, Completer, Path | None]
+
+
+class Run:
+    """One request's execution of a tree."""
+
+    __slots__ = ("arguments", "executor", "pending")
+
+    def __init__(self, executor: Executor[Any]) -> None:
+        self.executor = executor
+        self.arguments: list[dict[str, Any]] = []
+        self.pending: list[Pending] = []
+
+
+@dataclass(slots=True)
+class Field:
+    """One response key of a selection, compiled (``gql/generated.py`` writes the code)."""
+
+    key: str
+    kind: str  # "typename", "leaf" (read and serialized), "get" (read), "resolve"
+    definition: GraphQLField
+    nodes: list[FieldNode]
+    parent_type: GraphQLObjectType
+    attribute: str | None  # what a plain field reads from its object
+    check: str  # a leaf's value passed as is when: "str", "bool", "int" (in range); "call"
+    coerce: Reader | None  # a leaf's serializer (and null check), for other values
+    # A resolver of its own, called with its info (and arguments): strawberry's wrapper,
+    # or what it does, when internals.direct_resolver knows it.
+    resolve: Callable[..., Any] | None
+    slot: int  # its arguments in ``Run.arguments``; -1: none
+    complete: Completer | None  # an object or list value's completion
+    needs_path: bool  # it, or a field under it, has a resolver (which gets info.path)
+
+
+@dataclass(slots=True)
+class Selection:
+    typename: str
+    fields: list[Field]
+    needs_path: bool
+    execute: Callable[[Run, Any, Path | None], dict[str, Any]]
+
+
+@dataclass(slots=True)
+class Tree:
+    """A compiled operation: the root selection and the fields that take arguments."""
+
+    root: Selection
+    arguments: list[tuple[GraphQLField, FieldDetails]]
 
 
 @dataclass(slots=True)
@@ -53,7 +109,7 @@ class Plan:
     definition: OperationDefinitionNode
     static: bool  # no @skip/@include: the compiled tree is the same for every request
     info_class: Any  # strawberry's Info class, for resolvers called directly
-    tree: Tree | None = field(default=None)  # compiled once, when static
+    tree: Tree | None = field(default=None)  # compiled once, when static (gql/planned.py)
 
 
 class _Check(Visitor):

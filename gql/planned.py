@@ -21,7 +21,6 @@ from __future__ import annotations
 
 from asyncio import gather
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import date, datetime
 from enum import Enum
 from inspect import iscoroutine
@@ -29,7 +28,6 @@ from typing import Any
 
 from graphql import (
     ExecutionResult,
-    FieldNode,
     GraphQLBoolean,
     GraphQLEnumType,
     GraphQLField,
@@ -57,7 +55,7 @@ from graphql.type.introspection import TypeNameMetaFieldDef
 from strawberry.execution import optimized_is_awaitable
 
 from punchcard.gql import generated
-from punchcard.gql.plan import Plan
+from punchcard.gql.plan import Completer, Field, Pending, Plan, Reader, Run, Selection, Tree
 from punchcard.internals import basic_attribute, direct_resolver
 
 is_awaitable = optimized_is_awaitable
@@ -73,59 +71,6 @@ PLAIN = frozenset({str, int, float, bool, datetime, date})
 
 class Unplanned(Exception):
     """The request met something its plan did not expect: graphql-core answers it."""
-
-
-Completer = Callable[["Run", Any, Path | None], Any]
-Reader = Callable[[Any], Any]
-# An awaitable met on the way, and where its completed value goes once it settles.
-Pending = tuple[Any, dict[str, Any] | list[Any], str | int, Completer, Path | None]
-
-
-class Run:
-    """One request's execution of a tree."""
-
-    __slots__ = ("arguments", "executor", "pending")
-
-    def __init__(self, executor: Executor[Any]) -> None:
-        self.executor = executor
-        self.arguments: list[dict[str, Any]] = []
-        self.pending: list[Pending] = []
-
-
-@dataclass(slots=True)
-class Field:
-    """One response key of a selection, compiled (``gql/generated.py`` writes the code)."""
-
-    key: str
-    kind: str  # "typename", "leaf" (read and serialized), "get" (read), "resolve"
-    definition: GraphQLField
-    nodes: list[FieldNode]
-    parent_type: GraphQLObjectType
-    attribute: str | None  # what a plain field reads from its object
-    check: str  # a leaf's value passed as is when: "str", "bool", "int" (in range); "call"
-    coerce: Reader | None  # a leaf's serializer (and null check), for other values
-    # A resolver of its own, called with its info (and arguments): strawberry's wrapper,
-    # or what it does, when internals.direct_resolver knows it.
-    resolve: Callable[..., Any] | None
-    slot: int  # its arguments in ``Run.arguments``; -1: none
-    complete: Completer | None  # an object or list value's completion
-    needs_path: bool  # it, or a field under it, has a resolver (which gets info.path)
-
-
-@dataclass(slots=True)
-class Selection:
-    typename: str
-    fields: list[Field]
-    needs_path: bool
-    execute: Callable[[Run, Any, Path | None], dict[str, Any]]
-
-
-@dataclass(slots=True)
-class Tree:
-    """A compiled operation: the root selection and the fields that take arguments."""
-
-    root: Selection
-    arguments: list[tuple[GraphQLField, FieldDetails]]
 
 
 async def run(plan: Plan, executor: Executor[Any] | list[Any]) -> ExecutionResult | None:
