@@ -393,3 +393,17 @@ async def test_the_planned_calendar_sends_the_same_statements_for_10_or_300_book
     assert len(body["data"]["bookings"]) == clients * per_client
     # bookings, then clients and purchases by id, each batched: 3 whatever the month holds
     assert len(log.statements) == 3, log.statements
+
+
+async def test_many_planned_calendars_at_once_answer_alike(
+    api: Api, core: Api, diary: dict[str, str]
+) -> None:
+    """One compiled tree shared by twenty requests in flight together: no request's state
+    (arguments, pending loads, paths) leaks into another's answer."""
+    counts = planner(api.settings).counts
+    before = counts["planned"]
+    variables = window()
+    answers = await asyncio.gather(*(api.post(CALENDAR, **variables) for _ in range(20)))
+    reference = await core.post(CALENDAR, **variables)
+    assert all(json.dumps(a) == json.dumps(reference) for a in answers)
+    assert counts["planned"] >= before + 20
