@@ -4,8 +4,9 @@
   Starlette + asyncpg endpoint (benchmarks/baseline_app.py) verifying the same JWT and
   doing the same SQL.
 - the hot row: every request on one package, both servers.
-- the calendar: a month with 300 bookings, clients and packages; requests/s, and the
-  SQL statements one request sends (asyncpg's query logger, in-process).
+- the calendar: a month with 300 bookings, clients and packages; requests/s on the query
+  planner vs graphql-core (``PUNCHCARD_PLANNER=0``), and the SQL statements one request
+  sends (asyncpg's query logger, in-process). ``--calendar`` runs only these rows.
 - useSession over 1,000 packages of 100 trainers, taken in turn, vs one trainer's: what
   row-level security's switch of a pooled connection to another trainer costs.
 - ``--workers`` 1 vs 2 for useSession.
@@ -236,21 +237,42 @@ def main(seconds: int = 10) -> list[Row]:
             rows.append(Row("useSession, one hot package", hot_run, hot_base, note))
             switching, note = measure(f"{api}/graphql", USE_BODY, many_ids, tokens=many_tokens)
             rows.append(Row("useSession, 100 trainers (vs 1)", switching, spread, note))
-            wrk(f"{api}/graphql", body_template=CALENDAR_BODY, ids=[0], token=token, seconds=2)
-            calendar = wrk(
-                f"{api}/graphql", body_template=CALENDAR_BODY, ids=[0], token=token, seconds=seconds
-            )
-            statements = asyncio.run(calendar_statements(url, token))
-            rows.append(
-                Row(
-                    "calendar, 300 bookings", calendar, None, f"{statements} SQL statements/request"
-                )
-            )
+        rows.extend(calendar_rows(url, env, token, seconds))
         port = free_port()
         with serving(punchcard(port, workers=2), env, port) as api:
             two, note = measure(f"{api}/graphql", USE_BODY, packages, token)
             rows.append(Row("useSession, --workers 2 (vs 1)", two, spread, note))
     return rows
+
+
+def calendar_rows(url: str, env: dict[str, str], token: str, seconds: int) -> list[Row]:
+    """The calendar on its plan (gql/planned.py) and on graphql-core (PUNCHCARD_PLANNER=0),
+    one server each, in the same run: the planner's row has graphql-core's as baseline."""
+    loads: dict[str, Load] = {}
+    for planner in ("0", "1"):
+        port = free_port()
+        command = [
+            bin_path("punchcard"), "serve", "--port", str(port), "--log-level", "warning",
+        ]  # fmt: skip
+        with serving(command, {**env, "PUNCHCARD_PLANNER": planner}, port) as api:
+            wrk(f"{api}/graphql", body_template=CALENDAR_BODY, ids=[0], token=token, seconds=2)
+            loads[planner] = wrk(
+                f"{api}/graphql", body_template=CALENDAR_BODY, ids=[0], token=token, seconds=seconds
+            )
+    statements = asyncio.run(calendar_statements(url, token))
+    note = f"{statements} SQL statements/request"
+    return [
+        Row("calendar, 300 bookings, graphql-core", loads["0"], None, note),
+        Row("calendar, 300 bookings, planned", loads["1"], loads["0"], f"vs graphql-core; {note}"),
+    ]
+
+
+def calendar_only(seconds: int) -> list[Row]:
+    with fresh_database() as url:
+        asyncio.run(seed(url))
+        env = {**os.environ, "DATABASE_URL": url, "JWT_SECRET": DEV_JWT_SECRET}
+        token = issue_token(Settings(), "bench-trainer", ttl_seconds=3600)
+        return calendar_rows(url, env, token, seconds)
 
 
 def table(rows: list[Row]) -> str:
@@ -271,7 +293,8 @@ def table(rows: list[Row]) -> str:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--calendar", action="store_true", help="only the calendar rows")
     args = parser.parse_args()
     started = time.monotonic()
-    print(table(main(args.seconds)))
+    print(table((calendar_only if args.calendar else main)(args.seconds)))
     print(f"(measured in {time.monotonic() - started:.0f} s)")

@@ -4,22 +4,31 @@ One per app (``server/app.py`` builds it from the settings). It holds the proces
 document cache and executes an operation with a context, nothing else; the HTTP
 endpoint, the WebSocket's queries and mutations and the live hub all go through it, and
 ``gql/results.py`` turns what it returns into what a client sees.
+
+A query the planner understands (``gql/plan.py``) runs on its plan (``gql/planned.py``),
+and on graphql-core whenever the plan meets something unexpected; ``planner=False`` runs
+every document on graphql-core, and ``planner_differential`` runs planned queries on both
+and compares them (``gql/differential.py``).
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from inspect import isawaitable
 from typing import Any
 
+import asyncpg
 from graphql import ExecutionResult, GraphQLSchema
 from graphql.execution import Executor, execute
 from strawberry.execution import optimized_is_awaitable
 
 from punchcard import metrics
-from punchcard.db.pool import OneConnection
+from punchcard.db.pool import UNAVAILABLE, OneConnection
+from punchcard.gql import planned
 from punchcard.gql.auth import Principal
 from punchcard.gql.context import Caller, Context, Services, build_context
+from punchcard.gql.differential import check
 from punchcard.gql.documents import Documents, Operation
 from punchcard.gql.errors import (
     BAD_USER_INPUT,
@@ -29,8 +38,11 @@ from punchcard.gql.errors import (
     with_code,
     with_extensions,
 )
+from punchcard.gql.plan import Plan, Planner
 from punchcard.gql.schema import PunchcardSchema
 from punchcard.internals import StrawberryCore, strawberry_core
+
+log = logging.getLogger("punchcard.planner")
 
 
 class EngineUnavailable(RuntimeError):
@@ -52,6 +64,7 @@ class Engine:
             validate=lambda s, d: core.validate(s, d, rules),
             max_tokens=schema.limits.max_tokens,
         )
+        self.planner = Planner(self.graphql_schema, schema.config.info_class)
 
     async def execute(
         self,
@@ -91,7 +104,16 @@ class Engine:
         caller: Caller,
     ) -> ExecutionResult:
         if not operation.atomic:
-            return await self._run(operation, variables, build_context(services, caller))
+            settings = services.settings
+            plan = self.planner.plan(operation) if settings.planner else None
+            if plan is None:
+                self.planner.count("unplanned")
+                return await self._run(operation, variables, build_context(services, caller))
+            if settings.planner_differential:
+                return await self._differential(plan, variables, services, caller)
+            context = build_context(services, caller)
+            result = await self._planned(plan, variables, context)
+            return result if result is not None else await self._run(operation, variables, context)
         trainer_id = caller.trainer_id if isinstance(caller, Principal) else None
         async with services.pool.acquire_as(trainer_id) as conn:
             transaction = conn.transaction()
@@ -113,6 +135,86 @@ class Engine:
                 )
             await transaction.commit()
             return result
+
+    async def _planned(
+        self, plan: Plan, variables: dict[str, Any] | None, context: Context
+    ) -> ExecutionResult | None:
+        """The plan's answer, or None: graphql-core answers (on the same context, whose
+        loaders keep what the plan already read)."""
+        operation = plan.operation
+        executor = self.executor_class.build(
+            self.graphql_schema,
+            operation.node,
+            context_value=context,
+            raw_variable_values=variables,
+            operation_name=operation.name,
+            is_awaitable=optimized_is_awaitable,  # type: ignore[arg-type]
+        )
+        result = await planned.run(plan, executor)
+        self.planner.count("planned" if result is not None else "fallback")
+        return result
+
+    async def _differential(
+        self,
+        plan: Plan,
+        variables: dict[str, Any] | None,
+        services: Services,
+        caller: Caller,
+    ) -> ExecutionResult:
+        """The plan's answer, checked against graphql-core's in the same snapshot.
+
+        Both run on one connection in one REPEATABLE READ transaction, so a concurrent
+        writer cannot tell them apart; each has its own context (its own loaders), so
+        graphql-core reads every row itself. When the plan falls back, or no snapshot
+        can be had (no caller, the database busy or down), the request is answered as
+        without the check: by graphql-core, on an ordinary context."""
+        operation = plan.operation
+        trainer_id = caller.trainer_id if isinstance(caller, Principal) else None
+        ours = theirs = None
+        if trainer_id is None:
+            ours = await self._planned(plan, variables, build_context(services, caller))
+            if ours is not None:
+                theirs = await self._run(operation, variables, build_context(services, caller))
+        else:
+            try:
+                async with services.pool.acquire_as(trainer_id) as conn:
+                    snapshot = conn.transaction(isolation="repeatable_read", readonly=True)
+                    await snapshot.start()
+                    try:
+                        one = OneConnection(conn)
+                        ours = await self._planned(
+                            plan, variables, build_context(services, caller, one)
+                        )
+                        await one.close()
+                        if ours is not None:
+                            one = OneConnection(conn)
+                            theirs = await self._run(
+                                operation, variables, build_context(services, caller, one)
+                            )
+                            await one.close()
+                    finally:
+                        await _end_snapshot(snapshot)
+            except UNAVAILABLE:
+                if theirs is None:  # both answers read the snapshot: compare them anyway
+                    ours = None
+            except asyncpg.ActiveSQLTransactionError:
+                # The checked-out connection was still inside a transaction, server-side
+                # (the pool resets it on release), so no snapshot could begin: the request
+                # is answered without the check.
+                log.warning("differential check skipped: connection already in a transaction")
+                self.planner.count("unchecked")
+                ours = None
+        if ours is None or theirs is None:
+            return await self._run(operation, variables, build_context(services, caller))
+        check(
+            ours,
+            theirs,
+            query=operation.text,
+            operation_name=operation.name,
+            variables=variables,
+            record=services.settings.planner_mismatches,
+        )
+        return ours
 
     async def _run(
         self, operation: Operation, variables: dict[str, Any] | None, context: Context
@@ -152,6 +254,17 @@ class Engine:
             metrics.graphql_errors.labels(label, BAD_USER_INPUT).inc(len(executor))
             return [with_code(error, BAD_USER_INPUT) for error in executor]
         return executor
+
+
+async def _end_snapshot(snapshot: asyncpg.transaction.Transaction) -> None:
+    """Roll the differential check's read-only snapshot back. When graphql-core cancelled
+    a field's query on the connection (it cancels siblings of a failed non-null field),
+    PostgreSQL may take the late cancel for the ROLLBACK: the pool's reset on release
+    rolls back again, and the answers already read are still compared."""
+    try:
+        await snapshot.rollback()
+    except (*UNAVAILABLE, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+        log.warning("differential snapshot's rollback failed (%r): the pool resets it", error)
 
 
 def _count(label: str, operation: Operation, started: float, codes: list[str | None]) -> None:

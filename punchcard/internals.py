@@ -11,6 +11,15 @@ not by a live update silently dropped in production.
   strawberry's own rules). Needed by every path that runs documents itself (HTTP fast
   path, WebSocket operations, the live hub); without it the HTTP fast path is off and
   the WebSocket refuses operations with a clear error.
+- ``basic_attribute``: the attribute behind a field strawberry answers by reading it
+  (strawberry's ``_get_basic_result``, for a field without resolver, extensions or
+  exception handlers, with ``getattr`` as the default resolver), so the query planner
+  (``gql/planned.py``) reads it directly. Where it does not recognise one, the planner
+  calls the field's resolver like any other: slower, never different.
+- ``direct_resolver``: for a field whose resolver takes no GraphQL arguments and has no
+  extensions or exception handlers, what strawberry's resolver wrapper does, without its
+  per-call argument conversion: the resolver called with the object and a strawberry
+  ``Info``. Where it does not recognise the wrapper, the planner calls the wrapper.
 - ``uvicorn_websocket``: uvicorn's ``websockets-sansio`` protocol behind an ASGI ``send``
   (``conn``, ``transport``, ``writable``, ``close_sent``), for writing live-update frames
   straight to the transport. Without it frames go through ASGI ``send``.
@@ -70,6 +79,88 @@ def strawberry_core(schema: Any) -> StrawberryCore | None:
         _off("running documents directly", "strawberry's execution_context_class is unknown")
         return None
     return StrawberryCore(graphql_schema, validate_document, executor)
+
+
+BASIC_RESOLVER = "_get_basic_result"
+STRAWBERRY_DEFINITION = "strawberry-definition"
+
+
+def basic_attribute(field: Any) -> str | None:
+    """The attribute strawberry reads for the graphql-core field ``field``, if that is
+    all its resolver does (None: call the resolver)."""
+    resolve = field.resolve
+    if getattr(resolve, "__name__", None) != BASIC_RESOLVER:
+        return None
+    if getattr(resolve, "_is_default", False) is not True:
+        return None
+    definition = (field.extensions or {}).get(STRAWBERRY_DEFINITION)
+    if definition is None or getattr(definition, "base_resolver", True) is not None:
+        return None
+    if getattr(definition, "extensions", True) or getattr(definition, "permission_classes", ()):
+        return None
+    if getattr(definition, "default_resolver", None) is not getattr:
+        return None
+    name = getattr(definition, "python_name", None)
+    return name if isinstance(name, str) else None
+
+
+RESOLVER_WRAPPERS = frozenset({"_resolver", "_async_resolver"})
+
+
+def direct_resolver(field: Any, info_class: Any) -> Callable[[Any, Any], Any] | None:
+    """``(source, graphql_info) -> result`` equal to strawberry's wrapper ``field.resolve``
+    for a resolver without GraphQL arguments, extensions or exception handlers (None:
+    call the wrapper)."""
+    from strawberry.types.field import StrawberryField
+
+    resolve = field.resolve
+    code = getattr(resolve, "__code__", None)
+    if getattr(resolve, "__name__", None) not in RESOLVER_WRAPPERS or code is None:
+        return None
+    cells = dict(zip(code.co_freevars, resolve.__closure__ or (), strict=True))
+    handlers = cells.get("field_exception_handlers")
+    if handlers is None or handlers.cell_contents:
+        return None
+    definition = (field.extensions or {}).get(STRAWBERRY_DEFINITION)
+    if not isinstance(definition, StrawberryField) or definition.extensions:
+        return None
+    if type(definition).get_result is not StrawberryField.get_result or field.args:
+        return None
+    resolver = definition.base_resolver
+    if resolver is None or resolver.arguments:
+        return None
+    if resolver.parent_parameter is not None or resolver.root_parameter is not None:
+        return None
+    wants_self = resolver.self_parameter is not None
+    info = resolver.info_parameter
+    if info is None:
+        return None
+    name = info.name
+
+    if wants_self:
+
+        def method(source: Any, raw: Any) -> Any:
+            return resolver(source, **{name: info_class(_raw_info=raw, _field=definition)})
+
+        return method
+
+    def function(source: Any, raw: Any) -> Any:
+        return resolver(**{name: info_class(_raw_info=raw, _field=definition)})
+
+    return function
+
+
+def strawberry_basic_fields(schema: Any) -> bool:
+    """Whether ``basic_attribute`` recognises the plain fields of ``schema``."""
+    core = strawberry_core(schema)
+    if core is None:
+        return False
+    for type_ in core.graphql_schema.type_map.values():
+        for field in getattr(type_, "fields", {}).values():
+            if basic_attribute(field) is not None:
+                return True
+    _off("reading plain fields directly", "strawberry's basic-field resolver is not recognised")
+    return False
 
 
 # -- uvicorn's websockets-sansio protocol -----------------------------------------------
@@ -172,6 +263,7 @@ def probe_all(schema: Any) -> dict[str, bool]:
     """Every probe's verdict (for the tests and ``/debug/live``)."""
     return {
         "strawberry_core": strawberry_core(schema) is not None,
+        "strawberry_basic_fields": strawberry_basic_fields(schema),
         "uvicorn_websocket": uvicorn_websocket() is not None,
         "embedded_server_registry": embedded_server_registry() is not None,
         "embedded_initdb": embedded_initdb() is not None,

@@ -60,6 +60,13 @@ graphql_duration = Histogram(
     buckets=LATENCY_BUCKETS,
     registry=REGISTRY,
 )
+planner_queries = Counter(
+    "punchcard_planner_queries",
+    "Queries by how they ran: planned, fallback (met something unexpected, answered by "
+    "graphql-core), unplanned (never planned: graphql-core)",
+    ["outcome"],
+    registry=REGISTRY,
+)
 http_requests = Counter(
     "punchcard_http_requests",
     "HTTP requests answered, by route and status",

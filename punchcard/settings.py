@@ -56,6 +56,11 @@ class Settings:
     max_query_cost: int = 100_000  # nodes an answer may hold, estimated (gql/limits.py)
     token_cache_seconds: float = 60.0
     fast_path: bool = True  # plain JSON POSTs skip strawberry's view (gql/http.py)
+    planner: bool = True  # queries run on their plan (gql/planned.py); off: graphql-core
+    # Tests: every planned query also runs on graphql-core in the same snapshot, and any
+    # difference fails the request (gql/differential.py).
+    planner_differential: bool = False
+    planner_mismatches: Path | None = None  # differential mismatches appended here (JSON lines)
     # Browser origins allowed to call the API (CORS, server/cors.py); () = same origin only.
     cors_origins: tuple[str, ...] = ()
     sweep_grace_minutes: int = 15
@@ -181,6 +186,12 @@ class Settings:
                 "PUNCHCARD_TOKEN_CACHE_SECONDS", default.token_cache_seconds
             ),
             fast_path=env.get("PUNCHCARD_FAST_PATH", "1") not in {"0", "false", "no"},
+            planner=env.get("PUNCHCARD_PLANNER", "1") not in {"0", "false", "no"},
+            planner_differential=env.get("PUNCHCARD_PLANNER_DIFFERENTIAL", "0")
+            in {"1", "true", "yes"},
+            planner_mismatches=Path(env["PUNCHCARD_PLANNER_MISMATCHES"])
+            if env.get("PUNCHCARD_PLANNER_MISMATCHES")
+            else None,
             cors_origins=cors_origins(env.get("PUNCHCARD_CORS_ORIGINS", "")),
             sweep_grace_minutes=get_int(
                 "PUNCHCARD_SWEEP_GRACE_MINUTES", default.sweep_grace_minutes

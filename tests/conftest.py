@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
+import tempfile
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -28,6 +29,27 @@ TEMPLATE = "punchcard_template"
 FUZZ_REPORT = pytest.StashKey[list[str]]()
 JWT_SECRET = "test-secret-for-punchcard-tests-0123456789"
 _numbers = itertools.count()
+# graphql-core is the planner's reference: every query the planner answers is also run on
+# graphql-core and the responses compared (gql/differential.py), in process through the
+# `settings` fixture and in every `punchcard` subprocess through the environment. Each
+# mismatch is a line in MISMATCHES; `planner_agrees_with_graphql_core` fails the test.
+MISMATCHES = Path(tempfile.gettempdir()) / f"punchcard-planner-mismatches-{os.getpid()}.jsonl"
+os.environ["PUNCHCARD_PLANNER_DIFFERENTIAL"] = "1"
+os.environ["PUNCHCARD_PLANNER_MISMATCHES"] = str(MISMATCHES)
+
+
+def _mismatches() -> list[str]:
+    return MISMATCHES.read_text().splitlines() if MISMATCHES.exists() else []
+
+
+@pytest.fixture(autouse=True)
+def planner_agrees_with_graphql_core() -> Iterator[None]:
+    """No request of the test, in process or in a subprocess, saw the planner differ."""
+    before = len(_mismatches())
+    yield
+    new = _mismatches()[before:]
+    if new:
+        pytest.fail("the planner differed from graphql-core:\n" + "\n".join(new))
 
 
 def database_url(server_url: str, name: str) -> str:
@@ -85,7 +107,13 @@ async def db_url(pg_server: str, template_url: str) -> AsyncIterator[str]:
 
 @pytest.fixture
 def settings(db_url: str) -> Settings:
-    return Settings(database_url=db_url, jwt_secret=JWT_SECRET, pool_max_size=20)
+    return Settings(
+        database_url=db_url,
+        jwt_secret=JWT_SECRET,
+        pool_max_size=20,
+        planner_differential=True,
+        planner_mismatches=MISMATCHES,
+    )
 
 
 @pytest.fixture

@@ -67,7 +67,9 @@ async def counted(settings: Settings) -> AsyncIterator[tuple[httpx.AsyncClient, 
     log = StatementLog()
     # One connection: asyncpg introspects types once per connection, and the warm-up
     # below must have done that before counting starts.
-    app = create_app(replace(settings, pool_min_size=1, pool_max_size=1), on_connect=log.attach)
+    # Statements as production sends them: without the differential check's second run.
+    counting = replace(settings, pool_min_size=1, pool_max_size=1, planner_differential=False)
+    app = create_app(counting, on_connect=log.attach)
     async with (
         app.router.lifespan_context(app),
         httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http,

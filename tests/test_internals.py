@@ -20,6 +20,7 @@ def test_every_probe_passes_on_the_pinned_versions() -> None:
     verdicts = internals.probe_all(schema_for(Settings()))
     assert verdicts == {
         "strawberry_core": True,
+        "strawberry_basic_fields": True,
         "uvicorn_websocket": True,
         "embedded_server_registry": True,
         "embedded_initdb": True,
@@ -88,3 +89,38 @@ def test_a_schema_is_built_once_per_set_of_limits() -> None:
     strict = schema_for(Settings(max_query_depth=3))
     assert strict is not default and isinstance(strict, strawberry.Schema)
     assert strict.limits.max_depth == 3 and default.limits.max_depth == 10
+
+
+def test_the_planner_reads_plain_fields_and_calls_plain_resolvers_directly() -> None:
+    """What gql/planned.py skips strawberry's wrappers for, and what it leaves to them."""
+    schema = schema_for(Settings())
+    core = internals.strawberry_core(schema)
+    assert core is not None
+    types = core.graphql_schema.type_map
+    booking, purchase = types["Booking"].fields, types["Purchase"].fields
+    info = schema.config.info_class
+    assert internals.basic_attribute(booking["startsAt"]) == "starts_at"
+    assert internals.basic_attribute(booking["client"]) is None  # it has a resolver
+    assert internals.direct_resolver(booking["client"], info) is not None
+    assert internals.direct_resolver(purchase["ledger"], info) is None  # it takes arguments
+    assert internals.direct_resolver(booking["startsAt"], info) is None  # no resolver
+
+
+def test_fields_with_extensions_keep_strawberrys_wrappers() -> None:
+    from strawberry.extensions import FieldExtension
+
+    class Shout(FieldExtension):
+        def resolve(self, next_: Any, source: Any, info: Any, **kwargs: Any) -> Any:
+            return str(next_(source, info, **kwargs)).upper()
+
+    @strawberry.type
+    class Query:
+        plain: str = strawberry.field(default="x", extensions=[Shout()])
+
+        @strawberry.field(extensions=[Shout()])
+        def loud(self, info: strawberry.Info) -> str:
+            return "x"
+
+    fields = strawberry.Schema(query=Query)._schema.type_map["Query"].fields
+    assert internals.basic_attribute(fields["plain"]) is None
+    assert internals.direct_resolver(fields["loud"], strawberry.Info) is None

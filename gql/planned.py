@@ -1,0 +1,352 @@
+"""Running a plan (``gql/plan.py``): a tree of precompiled per-field functions.
+
+graphql-jit's idea, over graphql-core's own pieces: the operation and its variables are
+taken (and coerced) by graphql-core's ``Executor.build``, fields are collected by its
+``collect_fields``, arguments coerced by its ``get_argument_values`` (once per field per
+request, not per object), and custom resolvers get the ``GraphQLResolveInfo`` its executor
+builds. What the tree saves is graphql-core's per-value work: a plain field is read
+straight from its object and serialized by a function chosen when the tree was compiled,
+``__typename`` is a constant, lists are completed by a plain loop, and every awaitable of
+a level (DataLoader loads included) is awaited in one ``gather`` before the next level
+starts, so nested objects still load in one batch per level.
+
+The planner never produces an error itself. Whatever it was not built for (a resolver
+that raises, a null where the schema says non-null, a value a serializer refuses, an
+awaitable where a plain value was expected, variables that do not coerce) raises
+``Unplanned``: the partial work is thrown away and the engine runs the same request on
+graphql-core, which answers with exactly its errors, paths and null propagation. Only
+queries are planned, so running one again changes nothing."""
+
+from __future__ import annotations
+
+from asyncio import gather
+from collections.abc import Callable
+from datetime import date, datetime
+from enum import Enum
+from inspect import iscoroutine
+from typing import Any
+
+from graphql import (
+    ExecutionResult,
+    GraphQLBoolean,
+    GraphQLEnumType,
+    GraphQLField,
+    GraphQLID,
+    GraphQLInt,
+    GraphQLLeafType,
+    GraphQLList,
+    GraphQLNonNull,
+    GraphQLObjectType,
+    GraphQLOutputType,
+    GraphQLString,
+    Undefined,
+    get_named_type,
+    is_leaf_type,
+)
+from graphql.execution import Executor
+from graphql.execution.collect_fields import (
+    FieldDetails,
+    collect_fields,
+    collect_subfields,
+)
+from graphql.execution.values import get_argument_values
+from graphql.pyutils import Path
+from graphql.type.introspection import TypeNameMetaFieldDef
+from strawberry.execution import optimized_is_awaitable
+
+from punchcard.gql import generated
+from punchcard.gql.plan import Completer, Field, Pending, Plan, Reader, Run, Selection, Tree
+from punchcard.internals import basic_attribute, direct_resolver
+
+is_awaitable = optimized_is_awaitable
+MAX_INT = 2_147_483_647
+MIN_INT = -2_147_483_648
+# graphql-core's own scalars whose coerce_output_value returns a value of this type as is.
+_BUILT_IN = (GraphQLString, GraphQLID, GraphQLBoolean)
+_EXACT: dict[str, type] = {"String": str, "ID": str, "Boolean": bool}
+_CHECKS = {"String": "str", "ID": "str", "Boolean": "bool"}
+# Values that are never awaitable nor errors: the serializer is asked straight away.
+PLAIN = frozenset({str, int, float, bool, datetime, date})
+
+
+class Unplanned(Exception):
+    """The request met something its plan did not expect: graphql-core answers it."""
+
+
+async def run(plan: Plan, executor: Executor[Any] | list[Any]) -> ExecutionResult | None:
+    """The planned answer, or None when graphql-core must answer instead."""
+    if isinstance(executor, list) or executor.middleware_manager is not None:
+        return None  # variables that do not coerce: graphql-core says how
+    tree = plan.tree
+    if tree is None:
+        try:
+            tree = compile_tree(executor, plan.info_class)
+        except Exception:  # Unplanned, or a @skip/@include that does not evaluate
+            return None
+        if plan.static:
+            plan.tree = tree
+    state = Run(executor)
+    try:
+        state.arguments = [
+            get_argument_values(
+                definition,
+                details.node,
+                executor.variable_values,
+                details.fragment_variable_values,
+                executor.hide_suggestions,
+            )
+            for definition, details in tree.arguments
+        ]
+        data = tree.root.execute(state, executor.root_value, None)
+        await settle(state)
+    except BaseException as error:
+        await discard(state.pending)
+        if isinstance(error, Exception):
+            return None
+        raise
+    return ExecutionResult(data=data, errors=None)
+
+
+async def settle(state: Run) -> None:
+    """Await each level's awaitables together (one DataLoader batch per level), then
+    complete their values, which may leave the next level's."""
+    while state.pending:
+        batch, state.pending = state.pending, []
+        values = await gather(*(p[0] for p in batch), return_exceptions=True)
+        for (_, container, key, complete, path), value in zip(batch, values, strict=True):
+            if isinstance(value, BaseException):
+                raise Unplanned from value
+            container[key] = complete(state, value, path)  # type: ignore[index]
+
+
+async def discard(pending: list[Pending]) -> None:
+    """Throw away what a given-up run left: coroutines never started are closed, other
+    awaitables (futures of a DataLoader batch under way) are let settle, quietly."""
+    others = []
+    for awaitable, *_ in pending:
+        if iscoroutine(awaitable):
+            awaitable.close()
+        else:
+            others.append(awaitable)
+    pending.clear()
+    if others:
+        await gather(*others, return_exceptions=True)
+
+
+# -- compiling --------------------------------------------------------------------------
+
+
+def compile_tree(executor: Executor[Any], info_class: Any) -> Tree:
+    compiler = _Compiler(executor, info_class)
+    root_type = executor.schema.query_type
+    assert root_type is not None  # gql/plan.py checked
+    collected = collect_fields(
+        executor.schema,
+        executor.fragments,
+        executor.variable_values,
+        root_type,
+        executor.operation,
+        executor.hide_suggestions,
+    )
+    if collected.new_defer_usages:
+        raise Unplanned
+    root = compiler.selection(root_type, collected.grouped_field_set)
+    return Tree(root, compiler.arguments)
+
+
+class _Compiler:
+    def __init__(self, executor: Executor[Any], info_class: Any) -> None:
+        self.executor = executor
+        self.info_class = info_class
+        self.arguments: list[tuple[GraphQLField, FieldDetails]] = []
+
+    def selection(
+        self, parent_type: GraphQLObjectType, grouped: dict[str, list[FieldDetails]]
+    ) -> Selection:
+        fields = [self.field(parent_type, key, details) for key, details in grouped.items()]
+        needs_path = any(f.needs_path for f in fields)
+        return Selection(parent_type.name, fields, needs_path, generated.function(fields))
+
+    def field(self, parent_type: GraphQLObjectType, key: str, details: list[FieldDetails]) -> Field:
+        first = details[0]
+        if first.fragment_variable_values is not None or any(d.defer_usage for d in details):
+            raise Unplanned
+        nodes = [d.node for d in details]
+        name = first.node.name.value
+        if name == "__typename":
+            return Field(
+                key, "typename", TypeNameMetaFieldDef, nodes, parent_type, None, "call", None,
+                None, -1, None, False,
+            )  # fmt: skip
+        definition = parent_type.fields.get(name)
+        if definition is None:
+            raise Unplanned
+        slot = -1
+        if definition.args or first.node.arguments:
+            slot = len(self.arguments)
+            self.arguments.append((definition, first))
+        attribute = basic_attribute(definition) if slot < 0 else None
+        if attribute is not None and is_leaf_type(get_named_type(definition.type)):
+            check, coerce = _leaf(definition.type)
+            return Field(
+                key, "leaf", definition, nodes, parent_type, attribute, check, coerce, None, -1,
+                None, False,
+            )  # fmt: skip
+        complete, needs_path = self.completer(definition.type, details)
+        if attribute is not None:
+            return Field(
+                key, "get", definition, nodes, parent_type, attribute, "call", None, None, -1,
+                complete, needs_path,
+            )  # fmt: skip
+        resolve = None if slot >= 0 else direct_resolver(definition, self.info_class)
+        if resolve is None:
+            resolve = definition.resolve or self.executor.field_resolver
+        return Field(
+            key, "resolve", definition, nodes, parent_type, None, "call", None, resolve, slot,
+            complete, True,
+        )  # fmt: skip
+
+    def completer(
+        self, type_: GraphQLOutputType, details: list[FieldDetails]
+    ) -> tuple[Completer, bool]:
+        if isinstance(type_, GraphQLNonNull):
+            inner, needs_path = self.completer(type_.of_type, details)
+            return _non_null(inner), needs_path
+        if isinstance(type_, GraphQLList):
+            inner, needs_path = self.completer(type_.of_type, details)
+            return _list(inner, needs_path), needs_path
+        if is_leaf_type(type_):
+            coerce = _coercer(type_)
+            return (lambda _, value, __: coerce(value)), False
+        if isinstance(type_, GraphQLObjectType) and type_.is_type_of is None:
+            executor = self.executor
+            collected = collect_subfields(
+                executor.schema,
+                executor.fragments,
+                executor.variable_values,
+                executor.operation,
+                type_,
+                details,
+                executor.hide_suggestions,
+            )
+            if collected.new_defer_usages:
+                raise Unplanned
+            selection = self.selection(type_, collected.grouped_field_set)
+            return _object(selection.execute), selection.needs_path
+        raise Unplanned  # interfaces and unions: gql/plan.py refuses them first
+
+
+def _non_null(inner: Completer) -> Completer:
+    def complete(state: Run, value: Any, path: Path | None) -> Any:
+        completed = inner(state, value, path)
+        if completed is None:
+            raise Unplanned  # graphql-core's "Cannot return null for non-nullable field"
+        return completed
+
+    return complete
+
+
+def _list(item: Completer, needs_path: bool) -> Completer:
+    def complete(state: Run, value: Any, path: Path | None) -> Any:
+        if value is None or value is Undefined:
+            return None
+        if type(value) is not list and type(value) is not tuple:
+            raise Unplanned  # other iterables (and errors): graphql-core knows them
+        out: list[Any] = []
+        for index, entry in enumerate(value):
+            entry_path = Path(path, index, None) if needs_path else None
+            if is_awaitable(entry):
+                out.append(None)
+                state.pending.append((entry, out, index, item, entry_path))
+            else:
+                out.append(item(state, entry, entry_path))
+        return out
+
+    return complete
+
+
+def _object(execute: Callable[[Run, Any, Path | None], dict[str, Any]]) -> Completer:
+    def complete(state: Run, value: Any, path: Path | None) -> Any:
+        if value is None or value is Undefined:
+            return None
+        if isinstance(value, Exception):
+            raise Unplanned
+        return execute(state, value, path)
+
+    return complete
+
+
+def _coercer(leaf: GraphQLLeafType) -> Reader:
+    """A nullable leaf's response value: graphql-core's ``coerce_output_value``, with
+    the answer of the common cases known ahead (a ``str`` for String and ID, a ``bool``,
+    an ``int`` in range, an enum member already seen)."""
+    coerce = leaf.coerce_output_value
+
+    def slow(value: Any) -> Any:
+        if value is None or value is Undefined:
+            return None
+        if type(value) not in PLAIN and (isinstance(value, Exception) or is_awaitable(value)):
+            raise Unplanned
+        coerced = coerce(value)
+        if coerced is None or coerced is Undefined:
+            raise Unplanned
+        return coerced
+
+    exact = _EXACT.get(leaf.name) if leaf in _BUILT_IN else None
+    if exact is not None:
+
+        def plain(value: Any) -> Any:
+            return value if type(value) is exact else slow(value)
+
+        return plain
+    if leaf is GraphQLInt:
+
+        def integer(value: Any) -> Any:
+            if type(value) is int and MIN_INT <= value <= MAX_INT:
+                return value
+            return slow(value)
+
+        return integer
+    if isinstance(leaf, GraphQLEnumType):
+        return _enum(slow)
+    return slow
+
+
+def _enum(slow: Reader) -> Reader:
+    """An enum's name for a member, remembered per member once the type's own
+    ``coerce_output_value`` named it (members are singletons; the name of one never
+    changes). Keyed by member and checked by class, so an equal value of another type
+    (an IntEnum's int) is still asked of the type."""
+    names: dict[Any, tuple[type, str]] = {}
+
+    def member(value: Any) -> Any:
+        if isinstance(value, Enum):
+            known = names.get(value)
+            if known is not None and known[0] is type(value):
+                return known[1]
+            name = slow(value)
+            names[value] = (type(value), name)
+            return name
+        return slow(value)
+
+    return member
+
+
+def _leaf(type_: GraphQLOutputType) -> tuple[str, Reader]:
+    """A leaf field's check for values passed as they are, and its serializer for the
+    others (None for null, or ``Unplanned`` where the field is non-null)."""
+    leaf: Any = type_.of_type if isinstance(type_, GraphQLNonNull) else type_
+    coerce = _coercer(leaf)
+    check = "int" if leaf is GraphQLInt else _CHECKS.get(leaf.name, "call")
+    if leaf not in _BUILT_IN and leaf is not GraphQLInt:
+        check = "call"
+    if not isinstance(type_, GraphQLNonNull):
+        return check, coerce
+
+    def required(value: Any) -> Any:
+        coerced = coerce(value)
+        if coerced is None:
+            raise Unplanned
+        return coerced
+
+    return check, required
