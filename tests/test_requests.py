@@ -138,14 +138,16 @@ def claims_token(settings: Settings, **claims: Any) -> str:
 async def test_a_small_clock_skew_is_allowed_on_iat_nbf_and_exp(
     settings: Settings, leeway: float
 ) -> None:
-    now = int(time.time())
+    # Skews measured from just before each request, in whole seconds well inside the 30 s
+    # leeway and well outside none: "a second ahead" turned into "now" while the app started.
     skewed = {
-        "iat a second ahead": {"iat": now + 1},
-        "nbf five seconds ahead": {"nbf": now + 5},
-        "exp ten seconds ago": {"exp": now - 10},
+        "iat ten seconds ahead": lambda now: {"iat": now + 10},
+        "nbf fifteen seconds ahead": lambda now: {"nbf": now + 15},
+        "exp twenty seconds ago": lambda now: {"exp": now - 20},
     }
     async with in_process(replace(settings, jwt_leeway_seconds=leeway)) as (_, http):
-        for claims in skewed.values():
+        for skew in skewed.values():
+            claims = skew(int(time.time()))
             bearer = claims_token(settings, **claims)
             answer = await http.post(
                 "/graphql",
@@ -157,7 +159,7 @@ async def test_a_small_clock_skew_is_allowed_on_iat_nbf_and_exp(
                 assert "errors" not in body, (claims, body)
             else:
                 assert codes(body) == ["UNAUTHENTICATED"], (claims, body)
-        far = claims_token(settings, iat=now + 120)  # beyond any leeway
+        far = claims_token(settings, iat=int(time.time()) + 120)  # beyond any leeway
         answer = await http.post(
             "/graphql", json={"query": "{ me { id } }"}, headers={"Authorization": f"Bearer {far}"}
         )
