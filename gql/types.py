@@ -199,14 +199,15 @@ class Booking:
     completed_at: datetime | None
     client_id: strawberry.Private[int]
     purchase_id: strawberry.Private[int | None]
-    # Rows a list resolver loaded ahead for the whole list (see resolvers/bookings.py);
-    # without them the fields below load through the DataLoaders.
-    client_row: strawberry.Private[Row | None] = None
-    purchase_row: strawberry.Private[Row | None] = None
+    # Objects a list resolver loaded ahead for the whole list, one per distinct row and
+    # shared by the bookings that name it (see resolvers/bookings.py); without them the
+    # fields below load through the DataLoaders.
+    prefetched_client: strawberry.Private[Client | None] = None
+    prefetched_purchase: strawberry.Private[Purchase | None] = None
 
     @classmethod
     def from_row(
-        cls, row: Row, *, client_row: Row | None = None, purchase_row: Row | None = None
+        cls, row: Row, *, client: Client | None = None, purchase: Purchase | None = None
     ) -> Booking:
         return cls(
             id=strawberry.ID(encode(Kind.BOOKING, row["id"])),
@@ -220,8 +221,8 @@ class Booking:
             completed_at=row["completed_at"],
             client_id=row["client_id"],
             purchase_id=row["purchase_id"],
-            client_row=client_row,
-            purchase_row=purchase_row,
+            prefetched_client=client,
+            prefetched_purchase=purchase,
         )
 
     # Plain (not async) resolvers: a prefetched row is answered at once, without the
@@ -229,16 +230,16 @@ class Booking:
     # hundreds); otherwise they hand graphql-core the DataLoader's awaitable.
     @strawberry.field(graphql_type=Client)
     def client(self, info: Info) -> Client | Awaitable[Client]:
-        if self.client_row is not None:
-            return Client.from_row(self.client_row)
+        if self.prefetched_client is not None:
+            return self.prefetched_client
         return load_client(info, self.client_id)
 
     @strawberry.field(graphql_type=Purchase | None)
     def purchase(self, info: Info) -> Purchase | Awaitable[Purchase | None] | None:
         if self.purchase_id is None:
             return None
-        if self.purchase_row is not None:
-            return Purchase.from_row(self.purchase_row)
+        if self.prefetched_purchase is not None:
+            return self.prefetched_purchase
         return _load_purchase(info, self.purchase_id)
 
 

@@ -15,7 +15,7 @@ from punchcard.db.idempotency import check_key, fingerprint
 from punchcard.db.types import Row
 from punchcard.gql.context import Info
 from punchcard.gql.ids import Kind, decode, lookup
-from punchcard.gql.types import Booking, BookingStatus
+from punchcard.gql.types import Booking, BookingStatus, Client, Purchase
 
 MAX_CALENDAR = 2000
 
@@ -71,10 +71,19 @@ async def with_related(info: Info, rows: Sequence[Row]) -> list[Booking]:
         if "purchase" in wanted
         else _ready([]),
     )
-    by_id = {p["id"]: p for p in purchases if p is not None}
+    # One object per distinct client and package, shared by every booking naming it (a
+    # month names each client several times; building one per booking repeated the work).
+    client_rows = {c["id"]: c for c in clients if c is not None}
+    purchase_rows = {p["id"]: p for p in purchases if p is not None}
+    client_of = {i: Client.from_row(c) for i, c in client_rows.items()}
+    purchase_of = {i: Purchase.from_row(p) for i, p in purchase_rows.items()}
     return [
-        Booking.from_row(row, client_row=client, purchase_row=by_id.get(row["purchase_id"]))
-        for row, client in zip(rows, clients, strict=True)
+        Booking.from_row(
+            row,
+            client=client_of.get(row["client_id"]),
+            purchase=purchase_of.get(row["purchase_id"]),
+        )
+        for row in rows
     ]
 
 
