@@ -10,11 +10,12 @@ read, and every statement after that is bounded by the bound trainer's id:
    many arrive at once, waits for the first to commit and then changes nothing. Only an
    event recorded as REJECTED may be claimed again (the trainer fixed the binding and
    resent it from Stripe's dashboard).
-2. A sale or a refund takes the payment intent's row in ``stripe_payments``: the sale
-   only if no other event sold that payment (the same checkout under another event id
-   sells nothing), the refund only if none refunded it yet. Whichever arrives first, the
-   second waits on that row and sees what the first did: a refund with no sale yet is
-   kept there (REFUND_PENDING) and the sale that arrives later cancels the new package.
+2. A sale or a refund takes the payment intent's lock (``LOCK_PAYMENT``), then its row in
+   ``stripe_payments``: the sale only if no other event sold that payment (the same
+   checkout under another event id sells nothing), the refund only if none refunded it
+   yet. Whichever arrives first, the second waits on that lock and sees what the first
+   did: a refund with no sale yet is kept there (REFUND_PENDING) and the sale that
+   arrives later cancels the new package.
 3. The package is sold with ``db.purchases.sell_package`` (its NOTIFY included), and a
    refund cancels it: status CANCELLED in one guarded UPDATE (``status = 'ACTIVE'``) that
    bumps the revision and notifies. ``useSession`` refuses a cancelled package in its own
@@ -165,6 +166,11 @@ SELECT o.sessions_total,
   FROM (SELECT 1) AS one
   LEFT JOIN offers AS o ON o.id = $1 AND o.trainer_id = $3
 """
+# Two events of one payment at once (a checkout under two event ids, a sale and its
+# refund) take turns here before claiming its row: ON CONFLICT (payment_intent) settles a
+# race on that key only, and a concurrent insert may instead trip the checkout session's
+# unique index first, an error rather than a wait. Held to the end of the transaction.
+LOCK_PAYMENT = "SELECT pg_advisory_xact_lock(hashtextextended('stripe_payment:' || $1, 0))"
 CLAIM_SALE = """
 INSERT INTO stripe_payments AS p (payment_intent, trainer_id, checkout_session_id, sold_by_event)
 VALUES ($1, $2, $3, $4)
@@ -282,6 +288,7 @@ async def _sell(conn: Executor, event_id: str, trainer_id: int, sale: Sale) -> O
         return Outcome("REJECTED", f"offer {sale.offer_ref} is not one of this trainer's offers")
     if not found["client_found"]:
         return Outcome("REJECTED", f"client {sale.client_ref} is not one of this trainer's clients")
+    await conn.execute(LOCK_PAYMENT, sale.payment_intent)
     claim = await conn.fetchrow(
         CLAIM_SALE, sale.payment_intent, trainer_id, sale.checkout_session, event_id
     )
@@ -324,6 +331,7 @@ async def _refund(conn: Executor, event_id: str, trainer_id: int, refund: Refund
             f"partial refund ({refund.amount_refunded} of {refund.amount}): the package is "
             "unchanged; a refund of the whole charge cancels its unused sessions",
         )
+    await conn.execute(LOCK_PAYMENT, refund.payment_intent)
     claim = await conn.fetchrow(CLAIM_REFUND, refund.payment_intent, trainer_id, event_id)
     if claim is None:
         payment = await conn.fetchrow(PAYMENT, refund.payment_intent)
