@@ -31,6 +31,12 @@ BAD_USER_INPUT = "BAD_USER_INPUT"
 BAD_REQUEST = "BAD_REQUEST"
 
 
+def refusal_body(message: str, code: str, **extensions: object) -> dict[str, object]:
+    """The JSON body of a refusal outside GraphQL execution (an HTTP error, an overloaded
+    server, the Stripe webhook): one error with its code, shaped like the endpoint's."""
+    return {"errors": [{"message": message, "extensions": {"code": code, **extensions}}]}
+
+
 def with_extensions(error: GraphQLError, **extensions: object) -> GraphQLError:
     """``error`` with more ``extensions`` (the same message, place and cause)."""
     return GraphQLError(

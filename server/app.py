@@ -43,6 +43,7 @@ from punchcard.db.pool import UNAVAILABLE, Pool, TenantConnection, TenantPool
 from punchcard.gql.auth import Authenticator
 from punchcard.gql.context import Services
 from punchcard.gql.engine import Engine
+from punchcard.gql.errors import refusal_body
 from punchcard.gql.http import GraphQLHTTP
 from punchcard.gql.schema import Limits, PunchcardSchema, build_schema
 from punchcard.live.endpoint import RAW_SEND, GraphQLWebSocket, Sockets
@@ -127,8 +128,8 @@ async def json_http_error(request: Request, exc: Exception) -> Response:
     if exc.status_code in {204, 304}:
         return Response(status_code=exc.status_code, headers=exc.headers)
     code = HTTP_CODES.get(exc.status_code, "BAD_REQUEST")
-    error = {"message": exc.detail, "extensions": {"code": code}}
-    return JSONResponse({"errors": [error]}, status_code=exc.status_code, headers=exc.headers)
+    body = refusal_body(exc.detail, code)
+    return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
 
 
 class PunchcardApp(Starlette):

@@ -42,6 +42,7 @@ import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from punchcard.gql.errors import refusal_body
 from punchcard.settings import Settings
 
 log = logging.getLogger("punchcard.server")
@@ -51,8 +52,7 @@ Scope = dict[str, Any]
 
 def _error(message: str, code: str, **extensions: object) -> bytes:
     """The JSON body of a refusal, shaped like the endpoint's (``gql/http.py``)."""
-    error = {"message": message, "extensions": {"code": code, **extensions}}
-    return json.dumps({"errors": [error]}, separators=(",", ":")).encode()
+    return json.dumps(refusal_body(message, code, **extensions), separators=(",", ":")).encode()
 
 
 def _raw_response(status: bytes, body: bytes) -> bytes:

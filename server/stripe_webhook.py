@@ -31,6 +31,7 @@ from punchcard.db import stripe as stripe_db
 from punchcard.db.errors import DomainError
 from punchcard.db.pool import UNAVAILABLE
 from punchcard.gql.context import Services
+from punchcard.gql.errors import refusal_body
 from punchcard.gql.ids import Kind, encode, lookup
 from punchcard.gql.payloads import PayloadError, loads
 
@@ -50,8 +51,7 @@ class Malformed(ValueError):
 
 
 def _refusal(status: int, code: str, message: str) -> JSONResponse:
-    error = {"message": message, "extensions": {"code": code}}
-    return JSONResponse({"errors": [error]}, status_code=status)
+    return JSONResponse(refusal_body(message, code), status_code=status)
 
 
 async def stripe_webhook(request: Request) -> Response:
