@@ -83,8 +83,10 @@ CREATE FUNCTION peer_use_session(purchase_id bigint) RETURNS purchases
         RETURNING p.*
     ), entry AS (
         INSERT INTO session_ledger
-            (trainer_id, purchase_id, delta, sessions_used_after, revision, source, actor)
-        SELECT c.trainer_id, c.id, 1, c.sessions_used, c.revision, 'MANUAL', 'trainer:bench'
+            (trainer_id, purchase_id, kind, delta, sessions_used_after, sessions_held_after,
+             sessions_total_after, revision, source, actor)
+        SELECT c.trainer_id, c.id, 'USE', 1, c.sessions_used, c.sessions_held,
+               c.sessions_total, c.revision, 'MANUAL', 'trainer:bench'
           FROM changed AS c
         RETURNING id
     ), notified AS (

@@ -153,7 +153,8 @@ WITH candidates AS (
        AND ($2 < 0 OR (p.status = 'ACTIVE'
                        AND (p.expires_at IS NULL OR b.starts_at < p.expires_at)))
 ), planned AS (
-    SELECT c.*, p.sessions_used + $2 * c.n AS used_after, p.revision + c.n AS revision_after
+    SELECT c.*, p.sessions_used + $2 * c.n AS used_after, p.revision + c.n AS revision_after,
+           p.sessions_held AS held_after, p.sessions_total AS total_after
       FROM candidates AS c
       JOIN purchases AS p ON p.id = c.purchase_id
      WHERE p.sessions_used + $2 * c.n BETWEEN 0 AND p.sessions_total
@@ -167,9 +168,10 @@ WITH candidates AS (
     RETURNING p.id, p.trainer_id, p.revision
 ), entries AS (
     INSERT INTO session_ledger
-        (trainer_id, purchase_id, delta, sessions_used_after, revision,
-         source, booking_id, actor, reason)
-    SELECT trainer_id, purchase_id, $2, used_after, revision_after, $3, id, $4, $5
+        (trainer_id, purchase_id, kind, delta, sessions_used_after, sessions_held_after,
+         sessions_total_after, revision, source, booking_id, actor, reason)
+    SELECT trainer_id, purchase_id, CASE WHEN $2 > 0 THEN 'USE' ELSE 'RELEASE' END, $2,
+           used_after, held_after, total_after, revision_after, $3, id, $4, $5
       FROM planned
     RETURNING id, purchase_id
 ), flagged AS (

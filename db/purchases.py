@@ -19,8 +19,8 @@ from punchcard.db.notify import PURCHASE, notify_sql
 from punchcard.db.types import Executor, Row
 
 PURCHASE_COLUMNS = (
-    "id, trainer_id, client_id, offer_id, sessions_total, sessions_used, expires_at, status, "
-    "revision, created_at"
+    "id, trainer_id, client_id, offer_id, sessions_total, sessions_used, sessions_held, "
+    "expires_at, status, revision, created_at"
 )
 MAX_SESSIONS = 1000
 MAX_REASON = 1000
@@ -42,9 +42,10 @@ WITH changed AS (
     RETURNING p.{PURCHASE_COLUMNS.replace(", ", ", p.")}
 ), entry AS (
     INSERT INTO session_ledger
-        (trainer_id, purchase_id, delta, sessions_used_after, revision,
-         source, actor, reason, idempotency_key)
-    SELECT c.trainer_id, c.id, {{op}}1, c.sessions_used, c.revision, $3, $4, $5, $6
+        (trainer_id, purchase_id, kind, delta, sessions_used_after, sessions_held_after,
+         sessions_total_after, revision, source, actor, reason, idempotency_key)
+    SELECT c.trainer_id, c.id, '{{kind}}', {{op}}1, c.sessions_used, c.sessions_held,
+           c.sessions_total, c.revision, $3, $4, $5, $6
       FROM changed AS c
     RETURNING id
 ), remembered AS (
@@ -66,10 +67,11 @@ SELECT c.*, e.id AS ledger_id,
 
 USE_SESSION = _ADJUST.format(
     op="+",
+    kind="USE",
     guard="p.sessions_used < p.sessions_total AND p.status = 'ACTIVE' "
     "AND (p.expires_at IS NULL OR p.expires_at > now())",
 )
-RELEASE_SESSION = _ADJUST.format(op="-", guard="p.sessions_used > 0")
+RELEASE_SESSION = _ADJUST.format(op="-", kind="RELEASE", guard="p.sessions_used > 0")
 
 
 async def _adjust(

@@ -98,7 +98,9 @@ purchases = Table(
     CheckConstraint(
         "sessions_used BETWEEN 0 AND sessions_total", name="purchases_sessions_used_in_range"
     ),
-    CheckConstraint("status IN ('ACTIVE', 'CANCELLED')", name="purchases_status_known"),
+    CheckConstraint(
+        "status IN ('ACTIVE', 'FROZEN', 'CANCELLED', 'EXPIRED')", name="purchases_status_known"
+    ),
     CheckConstraint("revision >= 0", name="purchases_revision_non_negative"),
     Index("purchases_client", "client_id", "expires_at"),
     Index("purchases_trainer", "trainer_id"),
@@ -153,7 +155,7 @@ session_ledger = Table(
     Column("reason", Text),
     Column("idempotency_key", Text),
     _created_at(),
-    CheckConstraint("delta IN (-1, 1)", name="session_ledger_delta_unit"),
+    CheckConstraint("delta IN (-1, 0, 1)", name="session_ledger_delta_unit"),
     CheckConstraint(
         "source IN ('MANUAL', 'CALENDAR', 'SWEEPER', 'INTEGRATION')", name="session_ledger_source"
     ),
@@ -393,4 +395,32 @@ webhook_attempts = Table(
     Column("error", Text),
     _created_at(),
     Index("webhook_attempts_delivery", "delivery_id", "id"),
+)
+
+
+# Migration 0007 (package lifecycle): held sessions, frozen and expired packages, the
+# trainer's late-cancel policy, and ledger entries for every change of a package's counts.
+trainers.append_column(Column("late_cancel_hours", Integer))
+purchases.append_column(Column("sessions_held", Integer, nullable=False, server_default="0"))
+purchases.append_column(Column("frozen_at", DateTime(timezone=True)))
+purchases.append_column(Column("frozen_until", DateTime(timezone=True)))
+purchases.append_column(Column("sessions_expired", Integer))
+purchases.append_column(Column("cancel_reason", Text))
+Index("purchases_thaw", purchases.c.frozen_until, postgresql_where=text("status = 'FROZEN'"))
+bookings.append_column(Column("overbooked", Boolean, nullable=False, server_default=text("false")))
+bookings.append_column(Column("assigned_reason", Text))
+session_ledger.append_column(Column("kind", Text, nullable=False))
+session_ledger.append_column(Column("held_delta", Integer, nullable=False, server_default="0"))
+session_ledger.append_column(Column("total_delta", Integer, nullable=False, server_default="0"))
+session_ledger.append_column(Column("sessions_held_after", Integer, nullable=False))
+session_ledger.append_column(Column("sessions_total_after", Integer, nullable=False))
+session_ledger.append_column(
+    Column("related_purchase_id", BigInteger, ForeignKey("purchases.id", ondelete="SET NULL"))
+)
+session_ledger.append_column(Column("detail", JSONB))
+Index(
+    "session_ledger_purchase_created",
+    session_ledger.c.purchase_id,
+    session_ledger.c.created_at,
+    session_ledger.c.id,
 )

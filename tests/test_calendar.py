@@ -145,8 +145,10 @@ async def test_nested_ledgers_load_in_one_statement(
             UPDATE purchases SET sessions_used = 3, revision = 3 RETURNING id, trainer_id
         )
         INSERT INTO session_ledger
-            (trainer_id, purchase_id, delta, sessions_used_after, revision, source, actor)
-        SELECT trainer_id, id, 1, n, n, 'MANUAL', 'test' FROM used, generate_series(1, 3) AS n
+            (trainer_id, purchase_id, kind, delta, sessions_used_after, sessions_held_after,
+             sessions_total_after, revision, source, actor)
+        SELECT trainer_id, id, 'USE', 1, n, 0, 40, n, 'MANUAL', 'test'
+          FROM used, generate_series(1, 3) AS n
         """
     )
     headers = {"Authorization": f"Bearer {issue_token(settings, 'trainer-a')}"}
