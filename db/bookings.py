@@ -19,7 +19,7 @@ from punchcard.db.types import Acquirer, Executor, Row
 
 BOOKING_COLUMNS = (
     "id, trainer_id, client_id, purchase_id, starts_at, ends_at, status, charged, unpaid, "
-    "late_cancel, completed_by, completed_at, created_at"
+    "late_cancel, completed_by, completed_at, created_at, overbooked, assigned_reason"
 )
 CHARGING = ("COMPLETED", "NO_SHOW")
 MAX_LENGTH_HOURS = 24

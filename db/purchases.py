@@ -20,7 +20,7 @@ from punchcard.db.types import Executor, Row
 
 PURCHASE_COLUMNS = (
     "id, trainer_id, client_id, offer_id, sessions_total, sessions_used, sessions_held, "
-    "expires_at, status, revision, created_at"
+    "expires_at, status, revision, created_at, frozen_until, sessions_expired, cancel_reason"
 )
 MAX_SESSIONS = 1000
 MAX_REASON = 1000
@@ -58,6 +58,8 @@ SELECT c.*, e.id AS ledger_id,
        cur.id IS NOT NULL AS found,
        cur.status AS current_status,
        cur.expires_at IS NOT NULL AND cur.expires_at <= now() AS expired,
+       cur.sessions_used + cur.sessions_held >= cur.sessions_total
+           AND cur.sessions_used < cur.sessions_total AS all_held,
        k.request AS key_request, k.result AS key_result
   FROM (SELECT 1) AS one
   LEFT JOIN (changed AS c CROSS JOIN entry AS e CROSS JOIN notified AS n) ON true
@@ -68,7 +70,7 @@ SELECT c.*, e.id AS ledger_id,
 USE_SESSION = _ADJUST.format(
     op="+",
     kind="USE",
-    guard="p.sessions_used < p.sessions_total AND p.status = 'ACTIVE' "
+    guard="p.sessions_used + p.sessions_held < p.sessions_total AND p.status = 'ACTIVE' "
     "AND (p.expires_at IS NULL OR p.expires_at > now())",
 )
 RELEASE_SESSION = _ADJUST.format(op="-", kind="RELEASE", guard="p.sessions_used > 0")
@@ -109,10 +111,19 @@ async def _adjust(
         return first
     if not row["found"]:
         raise not_found("purchase")
-    if row["current_status"] == "CANCELLED" and exhausted.code is Code.NO_SESSIONS_REMAINING:
+    if exhausted.code is not Code.NO_SESSIONS_REMAINING:
+        raise exhausted
+    if row["current_status"] == "CANCELLED":
         raise DomainError(Code.PURCHASE_CANCELLED, "this package was cancelled")
-    if row["expired"] and exhausted.code is Code.NO_SESSIONS_REMAINING:
+    if row["current_status"] == "FROZEN":
+        raise DomainError(Code.PURCHASE_FROZEN, "this package is frozen; unfreeze it first")
+    if row["expired"] or row["current_status"] == "EXPIRED":
         raise DomainError(Code.PURCHASE_EXPIRED, "this package has expired")
+    if row["all_held"]:
+        raise DomainError(
+            Code.NO_SESSIONS_AVAILABLE,
+            "every session left on this package is held by a confirmed booking",
+        )
     raise exhausted
 
 

@@ -42,6 +42,7 @@ class PurchaseStatus(Enum):
     USED_UP = "USED_UP"
     EXPIRED = "EXPIRED"
     CANCELLED = "CANCELLED"
+    FROZEN = "FROZEN"
 
 
 @strawberry.enum
@@ -129,9 +130,23 @@ class Purchase:
     id: strawberry.ID
     sessions_total: int
     sessions_used: int
-    sessions_remaining: int
+    sessions_remaining: int = strawberry.field(description="sessionsTotal - sessionsUsed.")
+    sessions_held: int = strawberry.field(
+        description="Sessions held by this package's CONFIRMED bookings (each holds one)."
+    )
+    sessions_available: int = strawberry.field(
+        description="sessionsTotal - sessionsUsed - sessionsHeld: what a new booking or a "
+        "useSession can still take (below 0 only when bookings were overbooked)."
+    )
     expires_at: datetime | None
     status: PurchaseStatus
+    frozen_until: datetime | None = strawberry.field(
+        description="While FROZEN: when it thaws by itself (null: until unfrozen)."
+    )
+    sessions_expired: int | None = strawberry.field(
+        description="Once EXPIRED: the sessions it expired with, unused."
+    )
+    cancel_reason: str | None = strawberry.field(description="Why it was cancelled.")
     revision: int = strawberry.field(
         description="0 when sold, +1 with every change; strictly increasing."
     )
@@ -147,8 +162,13 @@ class Purchase:
             sessions_total=row["sessions_total"],
             sessions_used=row["sessions_used"],
             sessions_remaining=row["sessions_total"] - row["sessions_used"],
+            sessions_held=row["sessions_held"],
+            sessions_available=row["sessions_total"] - row["sessions_used"] - row["sessions_held"],
             expires_at=row["expires_at"],
             status=_purchase_status(row),
+            frozen_until=row["frozen_until"],
+            sessions_expired=row["sessions_expired"],
+            cancel_reason=row["cancel_reason"],
             revision=row["revision"],
             created_at=row["created_at"],
             row_id=row["id"],
@@ -177,6 +197,10 @@ class Purchase:
 def _purchase_status(row: Row) -> PurchaseStatus:
     if row["status"] == "CANCELLED":
         return PurchaseStatus.CANCELLED
+    if row["status"] == "FROZEN":
+        return PurchaseStatus.FROZEN
+    if row["status"] == "EXPIRED":
+        return PurchaseStatus.EXPIRED
     if row["expires_at"] is not None and row["expires_at"] <= datetime.now(UTC):
         return PurchaseStatus.EXPIRED
     if row["sessions_used"] >= row["sessions_total"]:
@@ -195,6 +219,12 @@ class Booking:
         description="It should have been charged but its package had nothing left."
     )
     late_cancel: bool
+    overbooked: bool = strawberry.field(
+        description="Booked with allowOverbook on a package that had no session available."
+    )
+    assigned_reason: str | None = strawberry.field(
+        description="Why autoAssignPackage chose its package (null when named or unpackaged)."
+    )
     completed_by: Source | None
     completed_at: datetime | None
     client_id: strawberry.Private[int]
@@ -217,6 +247,8 @@ class Booking:
             charged=row["charged"],
             unpaid=row["unpaid"],
             late_cancel=row["late_cancel"],
+            overbooked=row["overbooked"],
+            assigned_reason=row["assigned_reason"],
             completed_by=Source(row["completed_by"]) if row["completed_by"] else None,
             completed_at=row["completed_at"],
             client_id=row["client_id"],
