@@ -67,7 +67,16 @@ def function(fields: list[Field]) -> Execute:
             namespace[f"t{index}"] = field.parent_type
             info = f"state.executor.build_resolve_info(d{index}, n{index}, t{index}, p)"
             arguments = f", **state.arguments[{field.slot}]" if field.slot >= 0 else ""
-            lines.append(f"    v = r{index}(source, {info}{arguments})")
+            call = f"v = r{index}(source, {info}{arguments})"
+            if field.kind == "prefetched":
+                assert field.attribute is not None
+                lines += [
+                    f"    v = {_read(field.attribute)}",
+                    "    if v is None:",
+                    f"        {call}",
+                ]
+            else:
+                lines.append(f"    {call}")
         lines += [
             "    if is_awaitable(v):",
             f"        out[{key}] = None",  # keeps the key's place; filled in when it settles

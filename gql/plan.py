@@ -70,11 +70,13 @@ class Field:
     """One response key of a selection, compiled (``gql/generated.py`` writes the code)."""
 
     key: str
-    kind: str  # "typename", "leaf" (read and serialized), "get" (read), "resolve"
+    # "typename", "leaf" (read and serialized), "get" (read), "resolve", "prefetched"
+    # (read; resolved when the attribute holds None)
+    kind: str
     definition: GraphQLField
     nodes: list[FieldNode]
     parent_type: GraphQLObjectType
-    attribute: str | None  # what a plain field reads from its object
+    attribute: str | None  # what a plain or prefetched field reads from its object
     check: str  # a leaf's value passed as is when: "str", "bool", "int" (in range); "call"
     coerce: Reader | None  # a leaf's serializer (and null check), for other values
     # A resolver of its own, called with its info (and arguments): strawberry's wrapper,

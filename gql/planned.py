@@ -56,7 +56,7 @@ from strawberry.execution import optimized_is_awaitable
 
 from punchcard.gql import generated
 from punchcard.gql.plan import Completer, Field, Pending, Plan, Reader, Run, Selection, Tree
-from punchcard.internals import basic_attribute, direct_resolver
+from punchcard.internals import basic_attribute, direct_resolver, prefetched_attribute
 
 is_awaitable = optimized_is_awaitable
 MAX_INT = 2_147_483_647
@@ -201,8 +201,13 @@ class _Compiler:
         resolve = None if slot >= 0 else direct_resolver(definition, self.info_class)
         if resolve is None:
             resolve = definition.resolve or self.executor.field_resolver
+        # A value a list resolver loaded ahead is read like a plain field; the resolver
+        # (which reads the same attribute first) runs only when it is not there.
+        kind, attribute = "resolve", prefetched_attribute(definition) if slot < 0 else None
+        if attribute is not None:
+            kind = "prefetched"
         return Field(
-            key, "resolve", definition, nodes, parent_type, None, "call", None, resolve, slot,
+            key, kind, definition, nodes, parent_type, attribute, "call", None, resolve, slot,
             complete, True,
         )  # fmt: skip
 

@@ -16,6 +16,7 @@ from punchcard.db import purchases
 from punchcard.db.errors import bad_input
 from punchcard.gql.context import Info
 from punchcard.gql.ids import Kind, encode
+from punchcard.internals import PREFETCHED
 
 Row = Mapping[str, Any]
 
@@ -259,14 +260,15 @@ class Booking:
 
     # Plain (not async) resolvers: a prefetched row is answered at once, without the
     # task and future graphql-core spends on every awaited field (a calendar month has
-    # hundreds); otherwise they hand graphql-core the DataLoader's awaitable.
-    @strawberry.field(graphql_type=Client)
+    # hundreds); otherwise they hand graphql-core the DataLoader's awaitable. The planner
+    # reads the prefetched attribute itself (``metadata``) and calls these only without it.
+    @strawberry.field(graphql_type=Client, metadata={PREFETCHED: "prefetched_client"})
     def client(self, info: Info) -> Client | Awaitable[Client]:
         if self.prefetched_client is not None:
             return self.prefetched_client
         return load_client(info, self.client_id)
 
-    @strawberry.field(graphql_type=Purchase | None)
+    @strawberry.field(graphql_type=Purchase | None, metadata={PREFETCHED: "prefetched_purchase"})
     def purchase(self, info: Info) -> Purchase | Awaitable[Purchase | None] | None:
         if self.purchase_id is None:
             return None

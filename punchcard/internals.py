@@ -104,6 +104,18 @@ def basic_attribute(field: Any) -> str | None:
     return name if isinstance(name, str) else None
 
 
+PREFETCHED = "prefetched"
+
+
+def prefetched_attribute(field: Any) -> str | None:
+    """The attribute where a list resolver may already have put this field's value
+    (``strawberry.field(metadata={"prefetched": name})``; None there: call the resolver)."""
+    definition = (field.extensions or {}).get(STRAWBERRY_DEFINITION)
+    metadata = getattr(definition, "metadata", None) or {}
+    name = metadata.get(PREFETCHED)
+    return name if isinstance(name, str) else None
+
+
 RESOLVER_WRAPPERS = frozenset({"_resolver", "_async_resolver"})
 
 

@@ -195,6 +195,30 @@ async def test_nested_arguments_and_lists_are_planned(
     }
 
 
+PREFETCHED_OR_NOT = """
+query Both($from: DateTime!, $to: DateTime!, $one: ID!, $other: ID!) {
+  bookings(from: $from, to: $to) { id client { name } purchase { id sessionsUsed } }
+  one: booking(id: $one) { id client { name } purchase { id sessionsUsed } }
+  other: booking(id: $other) { id client { id } purchase { id } }
+}"""
+
+
+async def test_nested_objects_come_prefetched_in_a_list_and_loaded_alone(
+    api: Api, core: Api, diary: dict[str, str]
+) -> None:
+    """The calendar hands its bookings their clients and packages (read as plain fields);
+    ``booking(id)`` does not, and the same fields resolve through the DataLoaders."""
+    body, went = await answered(
+        api, core, PREFETCHED_OR_NOT, **window(), one=diary["on_package"], other=diary["unpackaged"]
+    )
+    assert went == PLANNED
+    data = body["data"]
+    assert data["one"] == data["bookings"][0]
+    assert data["one"]["client"] == {"name": "Ada"}
+    assert data["one"]["purchase"] == {"id": diary["purchase"], "sessionsUsed": 1}
+    assert data["other"]["purchase"] is None and data["bookings"][1]["purchase"] is None
+
+
 async def test_an_error_in_a_nested_field_falls_back_to_graphql_cores_answer(
     api: Api, core: Api, diary: dict[str, str]
 ) -> None:
