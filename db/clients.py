@@ -26,11 +26,9 @@ async def create_client(
     phone: str | None,
     timezone: str | None,
 ) -> Row:
-    name = _checked("name", name)
-    email, phone, timezone = (
-        _checked(c, v) for c, v in (("email", email), ("phone", phone), ("timezone", timezone))
-    )
-    row = await db.fetchrow(CREATE, trainer_id, name, email, phone, timezone)
+    fields = {"name": name, "email": email, "phone": phone, "timezone": timezone}
+    values = [_checked(column, value) for column, value in fields.items()]
+    row = await db.fetchrow(CREATE, trainer_id, *values)
     assert row is not None
     return row
 

@@ -42,14 +42,19 @@ from punchcard.db.types import Executor, Row
 
 EXPIRING_DAYS = 30
 
+# $2 NULL: now, the transaction's time (the clock of the entries' created_at). The first
+# row always comes, with as_of, whether or not there are packages.
 _AS_OF = f"""
-WITH pkg AS (
-    SELECT p.id, p.client_id, p.offer_id, p.created_at, p.expires_at, p.sessions_total
-      FROM purchases AS p
-     WHERE p.trainer_id = $1 AND p.created_at <= $2
+WITH clock AS (
+    SELECT coalesce($2::timestamptz, now()) AS at
+), pkg AS (
+    SELECT p.id, p.client_id, p.offer_id, p.created_at, p.expires_at, p.sessions_total,
+           clock.at
+      FROM purchases AS p CROSS JOIN clock
+     WHERE p.trainer_id = $1 AND p.created_at <= clock.at
        AND ($3::bigint IS NULL OR p.id = $3)
 ), counted AS (
-    SELECT pkg.id, pkg.client_id, pkg.offer_id, pkg.created_at,
+    SELECT pkg.id, pkg.client_id, pkg.offer_id, pkg.created_at, pkg.at,
            coalesce(last.revision, 0) AS revision,
            coalesce(last.sessions_total_after, sold.sessions_total, pkg.sessions_total)
                AS sessions_total,
@@ -60,12 +65,12 @@ WITH pkg AS (
                 ELSE pkg.expires_at END AS expires_at,
            standing.kind AS standing, lapse.kind AS lapse
       FROM pkg
-      -- the counts after the last entry at or before $2
+      -- the counts after the last entry at or before the moment
       LEFT JOIN LATERAL (
           SELECT e.revision, e.sessions_total_after, e.sessions_used_after,
                  e.sessions_held_after
             FROM session_ledger AS e
-           WHERE e.purchase_id = pkg.id AND e.created_at <= $2
+           WHERE e.purchase_id = pkg.id AND e.created_at <= pkg.at
            ORDER BY e.created_at DESC, e.id DESC
            LIMIT 1
       ) AS last ON true
@@ -82,7 +87,7 @@ WITH pkg AS (
       LEFT JOIN LATERAL (
           SELECT true AS found, (e.detail ->> 'expiresAtAfter')::timestamptz AS expires_at
             FROM session_ledger AS e
-           WHERE e.purchase_id = pkg.id AND e.created_at <= $2
+           WHERE e.purchase_id = pkg.id AND e.created_at <= pkg.at
              AND e.detail ? 'expiresAtAfter'
            ORDER BY e.created_at DESC, e.id DESC
            LIMIT 1
@@ -90,7 +95,7 @@ WITH pkg AS (
       LEFT JOIN LATERAL (
           SELECT true AS found, (e.detail ->> 'expiresAtBefore')::timestamptz AS expires_at
             FROM session_ledger AS e
-           WHERE e.purchase_id = pkg.id AND e.created_at > $2
+           WHERE e.purchase_id = pkg.id AND e.created_at > pkg.at
              AND e.detail ? 'expiresAtBefore'
            ORDER BY e.created_at, e.id
            LIMIT 1
@@ -98,7 +103,7 @@ WITH pkg AS (
       LEFT JOIN LATERAL (
           SELECT e.kind
             FROM session_ledger AS e
-           WHERE e.purchase_id = pkg.id AND e.created_at <= $2
+           WHERE e.purchase_id = pkg.id AND e.created_at <= pkg.at
              AND e.kind IN ('CANCEL', 'FREEZE', 'UNFREEZE')
            ORDER BY e.created_at DESC, e.id DESC
            LIMIT 1
@@ -106,7 +111,7 @@ WITH pkg AS (
       LEFT JOIN LATERAL (
           SELECT e.kind
             FROM session_ledger AS e
-           WHERE e.purchase_id = pkg.id AND e.created_at <= $2
+           WHERE e.purchase_id = pkg.id AND e.created_at <= pkg.at
              AND e.kind IN ('EXPIRE', 'EXTEND')
            ORDER BY e.created_at DESC, e.id DESC
            LIMIT 1
@@ -116,26 +121,29 @@ WITH pkg AS (
            c.sessions_total - c.sessions_used - c.sessions_held AS sessions_available,
            CASE WHEN c.standing = 'CANCEL' THEN 'CANCELLED'
                 WHEN c.standing = 'FREEZE' THEN 'FROZEN'
-                WHEN c.lapse = 'EXPIRE' OR c.expires_at <= $2 THEN 'EXPIRED'
+                WHEN c.lapse = 'EXPIRE' OR c.expires_at <= c.at THEN 'EXPIRED'
                 WHEN c.sessions_used >= c.sessions_total THEN 'USED_UP'
                 ELSE 'ACTIVE' END AS status
       FROM counted AS c
+), report AS (
+    SELECT j.id, j.client_id, j.offer_id, j.created_at, j.revision, j.sessions_total,
+           j.sessions_used, j.sessions_held, j.sessions_remaining, j.sessions_available,
+           j.expires_at, j.status, cl.name AS client_name, o.name AS offer_name,
+           CASE WHEN j.status = 'ACTIVE' AND j.expires_at > j.at
+                 AND j.expires_at <= j.at + make_interval(days => {EXPIRING_DAYS})
+                THEN j.sessions_remaining ELSE 0 END AS expiring_within_30_days,
+           round(o.price_cents::numeric / o.sessions_total)::bigint AS unit_price_cents,
+           CASE WHEN o.price_cents IS NULL THEN NULL
+                WHEN j.status IN ('CANCELLED', 'EXPIRED') THEN 0
+                ELSE round(j.sessions_remaining * o.price_cents::numeric / o.sessions_total)::bigint
+                END AS unused_value_cents
+      FROM judged AS j
+      JOIN clients AS cl ON cl.id = j.client_id
+      LEFT JOIN offers AS o ON o.id = j.offer_id
 )
-SELECT j.id, j.client_id, j.offer_id, j.created_at, j.revision, j.sessions_total,
-       j.sessions_used, j.sessions_held, j.sessions_remaining, j.sessions_available,
-       j.expires_at, j.status, cl.name AS client_name, o.name AS offer_name,
-       CASE WHEN j.status = 'ACTIVE' AND j.expires_at > $2
-             AND j.expires_at <= $2 + make_interval(days => {EXPIRING_DAYS})
-            THEN j.sessions_remaining ELSE 0 END AS expiring_within_30_days,
-       round(o.price_cents::numeric / o.sessions_total)::bigint AS unit_price_cents,
-       CASE WHEN o.price_cents IS NULL THEN NULL
-            WHEN j.status IN ('CANCELLED', 'EXPIRED') THEN 0
-            ELSE round(j.sessions_remaining * o.price_cents::numeric / o.sessions_total)::bigint
-            END AS unused_value_cents
-  FROM judged AS j
-  JOIN clients AS cl ON cl.id = j.client_id
-  LEFT JOIN offers AS o ON o.id = j.offer_id
- ORDER BY cl.name, cl.id, j.created_at, j.id
+SELECT clock.at AS as_of, r.*
+  FROM clock LEFT JOIN report AS r ON true
+ ORDER BY r.client_name, r.client_id, r.created_at, r.id
 """
 
 TOTALLED = (
@@ -166,15 +174,18 @@ class Totals:
         return cls(packages=len(rows), unused_value_cents=value, **sums)
 
 
-async def package_report(db: Executor, *, trainer_id: int, as_of: datetime) -> list[Row]:
-    """Every package of the trainer sold by ``as_of``, with its counts as of then (UTC
-    ``as_of``: checked by the caller), by client name then sale."""
-    return list(await db.fetch(_AS_OF, trainer_id, as_of, None))
+async def package_report(
+    db: Executor, *, trainer_id: int, as_of: datetime | None
+) -> tuple[datetime, list[Row]]:
+    """The moment (``as_of``, checked by the caller, or now) and every package of the
+    trainer sold by then, with its counts as of then, by client name then sale."""
+    rows = await db.fetch(_AS_OF, trainer_id, as_of, None)
+    return rows[0]["as_of"], [row for row in rows if row["id"] is not None]
 
 
 async def sessions_as_of(
     db: Executor, *, trainer_id: int, purchase_id: int, at: datetime
 ) -> Row | None:
     """One package as of ``at``; None if it was not sold yet then (or is not the trainer's)."""
-    rows = await db.fetch(_AS_OF, trainer_id, at, purchase_id)
-    return rows[0] if rows else None
+    row: Row | None = await db.fetchrow(_AS_OF, trainer_id, at, purchase_id)
+    return row if row is not None and row["id"] is not None else None

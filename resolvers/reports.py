@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 
 import strawberry
 
@@ -35,9 +35,10 @@ class Query:
         "what expires within 30 days and the unused value; also GET /reports/packages.csv."
     )
     async def package_report(self, info: Info, as_of: datetime | None = None) -> PackageReport:
-        moment = checks.moment("asOf", as_of) if as_of is not None else datetime.now(UTC)
-        rows = await reports.package_report(
-            info.context.pool, trainer_id=info.context.trainer_id, as_of=moment
+        moment, rows = await reports.package_report(
+            info.context.pool,
+            trainer_id=info.context.trainer_id,
+            as_of=checks.moment("asOf", as_of) if as_of is not None else None,
         )
         return PackageReport(
             as_of=moment,

@@ -64,11 +64,11 @@ def _number(value: int | None) -> str:
     return "" if value is None else str(value)
 
 
-def as_of(query: str | None) -> datetime:
-    """``asOf`` from the query string (absent: now). A ``+`` that was not URL-encoded
+def as_of(query: str | None) -> datetime | None:
+    """``asOf`` from the query string (absent: None, now). A ``+`` that was not URL-encoded
     arrives as a space: ``...T10:00:00 02:00`` is read as ``+02:00``."""
     if query is None:
-        return datetime.now(UTC)
+        return None
     text = query.strip()
     candidates = [text]
     if " " in text:
@@ -138,10 +138,10 @@ async def packages_csv(request: Request) -> Response:
             raise DomainError(Code.UNAUTHENTICATED, "send 'Authorization: Bearer <token>'")
         if not isinstance(caller, Principal):
             raise caller
-        moment = as_of(request.query_params.get("asOf"))
+        wanted = as_of(request.query_params.get("asOf"))
         try:
-            rows = await reports.package_report(
-                services.pool.scoped(caller.trainer_id), trainer_id=caller.trainer_id, as_of=moment
+            moment, rows = await reports.package_report(
+                services.pool.scoped(caller.trainer_id), trainer_id=caller.trainer_id, as_of=wanted
             )
         except UNAVAILABLE as error:
             raise unavailable(error) from error
