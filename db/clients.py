@@ -1,11 +1,11 @@
-"""Clients: create, look up, search."""
+"""Clients: create, update, look up, search."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from punchcard.db import checks
-from punchcard.db.errors import bad_input
+from punchcard.db.errors import bad_input, not_found
 from punchcard.db.types import Executor, Row
 
 CLIENT_COLUMNS = "id, trainer_id, name, email, phone, timezone, created_at"
@@ -26,14 +26,50 @@ async def create_client(
     phone: str | None,
     timezone: str | None,
 ) -> Row:
-    name = checks.text("name", name.strip(), min_length=1, max_length=200)
-    for label, value in (("email", email), ("phone", phone), ("timezone", timezone)):
-        if value is not None:
-            checks.text(label, value, max_length=320)
-    if email is not None and "@" not in email:
-        raise bad_input("email is not an email address")
-    row = await db.fetchrow(CREATE, trainer_id, name, email, phone, timezone)
+    fields = {"name": name, "email": email, "phone": phone, "timezone": timezone}
+    values = [_checked(column, value) for column, value in fields.items()]
+    row = await db.fetchrow(CREATE, trainer_id, *values)
     assert row is not None
+    return row
+
+
+def _checked(column: str, value: str | None) -> str | None:
+    """A client's field as stored: the name stripped and required, the rest optional."""
+    if column == "name":
+        if value is None:
+            raise bad_input("name cannot be null")
+        return checks.text("name", value.strip(), min_length=1, max_length=200)
+    if value is not None:
+        checks.text(column, value, max_length=320)
+        if column == "email" and "@" not in value:
+            raise bad_input("email is not an email address")
+    return value
+
+
+# The columns updateClient may set (names never come from input); null clears all but name.
+FIELDS = ("name", "email", "phone", "timezone")
+
+
+def _update_sql(columns: Sequence[str]) -> str:
+    sets = ", ".join(f"{column} = ${n}" for n, column in enumerate(columns, start=3))
+    return f"UPDATE clients SET {sets} WHERE id = $1 AND trainer_id = $2 RETURNING {CLIENT_COLUMNS}"
+
+
+async def update_client(
+    db: Executor, *, trainer_id: int, client_id: int, changes: Mapping[str, str | None]
+) -> Row:
+    """Set the given fields (column -> value) of one of the trainer's clients, and only
+    those, every value checked first. No changes: the client as it is. NOT_FOUND for
+    another trainer's client."""
+    assert set(changes) <= set(FIELDS), changes
+    values = {column: _checked(column, value) for column, value in changes.items()}
+    if values:
+        row = await db.fetchrow(_update_sql(list(values)), client_id, trainer_id, *values.values())
+    else:
+        found = await by_ids(db, trainer_id=trainer_id, ids=[client_id])
+        row = found[0] if found else None
+    if row is None:
+        raise not_found("client")
     return row
 
 

@@ -65,7 +65,7 @@ WITH clock AS (
 )
 SELECT n.candidates, c.booking_id, c.remind_at, c.attempts, b.trainer_id, b.client_id,
        b.starts_at, b.ends_at, t.timezone, cl.name AS client_name,
-       cl.email AS client_email, cl.phone AS client_phone
+       cl.email AS client_email, cl.phone AS client_phone, cl.timezone AS client_timezone
   FROM (SELECT count(*) AS candidates FROM due) AS n
   LEFT JOIN (claimed AS c
              JOIN bookings AS b ON b.id = c.booking_id

@@ -1,14 +1,23 @@
-"""Trainers (the tenants) and the API keys integrations use to act for them."""
+"""Trainers (the tenants), their settings, and the API keys integrations use to act for them."""
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
+from punchcard.db import checks
+from punchcard.db.errors import bad_input
 from punchcard.db.notify import API_KEY, notify_sql
 from punchcard.db.types import Executor, Row
 
-TRAINER_COLUMNS = "id, subject, name, email, timezone, reminder_hours_before, created_at"
+TRAINER_COLUMNS = (
+    "id, subject, name, email, timezone, reminder_hours_before, late_cancel_hours, created_at"
+)
+MAX_NAME = 200
+# A week ahead at most: the sweeper's reminder scan widens with the largest setting
+# (db/reminders.py); 0 sends no reminders.
+MAX_REMINDER_HOURS = 168
+MAX_LATE_CANCEL_HOURS = 720  # the CHECK of migration 0007
 
 # An unknown JWT subject is provisioned on first use; the no-op update makes
 # RETURNING yield the existing row too.
@@ -30,6 +39,49 @@ BY_ID = f"SELECT {TRAINER_COLUMNS} FROM trainers WHERE id = $1"
 
 async def by_id(db: Executor, trainer_id: int) -> Row | None:
     row: Row | None = await db.fetchrow(BY_ID, trainer_id)
+    return row
+
+
+# The columns updateTrainer may set; of them only late_cancel_hours takes null (no policy).
+SETTINGS = ("name", "timezone", "reminder_hours_before", "late_cancel_hours")
+
+
+def _update_sql(columns: Sequence[str]) -> str:
+    """An UPDATE that sets exactly ``columns`` (names from SETTINGS, never from input):
+    concurrent updates of different settings never undo each other."""
+    sets = ", ".join(f"{column} = ${n}" for n, column in enumerate(columns, start=2))
+    return f"UPDATE trainers SET {sets} WHERE id = $1 RETURNING {TRAINER_COLUMNS}"
+
+
+def _checked_setting(column: str, value: object) -> object:
+    if value is None:
+        if column == "late_cancel_hours":
+            return None
+        raise bad_input(f"{column} cannot be null")
+    if column == "name":
+        assert isinstance(value, str)
+        return checks.text("name", value.strip(), max_length=MAX_NAME)
+    if column == "timezone":
+        assert isinstance(value, str)
+        return value  # checked as an IANA zone by the resolver (gql.timezones)
+    assert isinstance(value, int)
+    limit = MAX_REMINDER_HOURS if column == "reminder_hours_before" else MAX_LATE_CANCEL_HOURS
+    if not 0 <= value <= limit:
+        label = "reminderHoursBefore" if column == "reminder_hours_before" else "lateCancelHours"
+        raise bad_input(f"{label} must be between 0 and {limit}")
+    return value
+
+
+async def update_trainer(db: Executor, *, trainer_id: int, changes: Mapping[str, object]) -> Row:
+    """Set the given settings (column -> value) of the trainer, and only those; every
+    value is checked before anything is written. No changes: the trainer as it is."""
+    assert set(changes) <= set(SETTINGS), changes
+    values = {column: _checked_setting(column, value) for column, value in changes.items()}
+    if not values:
+        row = await by_id(db, trainer_id)
+    else:
+        row = await db.fetchrow(_update_sql(list(values)), trainer_id, *values.values())
+    assert row is not None  # the caller is this trainer (provisioned when authenticated)
     return row
 
 

@@ -63,8 +63,13 @@ class Trainer:
     id: strawberry.ID
     name: str
     email: str | None
-    timezone: str
-    reminder_hours_before: int
+    timezone: str = strawberry.field(description="IANA zone: reminders follow its wall clock.")
+    reminder_hours_before: int = strawberry.field(
+        description="Reminders go out this many hours before a booking (0: none)."
+    )
+    late_cancel_hours: int | None = strawberry.field(
+        description="A cancel closer than this to the start is late (null: no policy)."
+    )
 
     @classmethod
     def from_row(cls, row: Row) -> Trainer:
@@ -74,6 +79,7 @@ class Trainer:
             email=row["email"],
             timezone=row["timezone"],
             reminder_hours_before=row["reminder_hours_before"],
+            late_cancel_hours=row["late_cancel_hours"],
         )
 
 

@@ -15,7 +15,9 @@ from punchcard.resolvers import (
     ledger,
     offers,
     payments,
+    policies,
     purchases,
+    reports,
     subscriptions,
     webhooks,
 )
@@ -33,6 +35,7 @@ ROOTS = Roots(
             payments.Query,
             events.Query,
             webhooks.Query,
+            reports.Query,
         ),
     ),
     mutation=merge_types(
@@ -45,6 +48,7 @@ ROOTS = Roots(
             api_keys.Mutation,
             payments.Mutation,
             webhooks.Mutation,
+            policies.Mutation,
         ),
     ),
     subscription=subscriptions.Subscription,
@@ -60,6 +64,6 @@ ROOTS = Roots(
             "Query.events": events.MAX_PAGE,
             "Query.webhookDeliveries": webhooks.MAX_PAGE,
         },
-        lists={"Query.bookings": 500, "Client.purchases": 5},
+        lists={"Query.bookings": 500, "Client.purchases": 5, "PackageReport.packages": 500},
     ),
 )

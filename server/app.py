@@ -49,7 +49,7 @@ from punchcard.gql.schema import Limits, PunchcardSchema, build_schema
 from punchcard.live.endpoint import RAW_SEND, GraphQLWebSocket, Sockets
 from punchcard.live.hub import Hub
 from punchcard.resolvers import ROOTS
-from punchcard.server import pages
+from punchcard.server import pages, reports
 from punchcard.server.cors import cors_middleware
 from punchcard.server.observe import Observe
 from punchcard.server.stripe_webhook import stripe_webhook
@@ -72,6 +72,7 @@ HTTP_CODES = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED"}
 # Paths counted by name in punchcard_http_requests (anything else is "other").
 ROUTES = frozenset(
     {"/graphql", "/healthz", "/readyz", "/metrics", "/graphiql", "/", "/webhooks/stripe"}
+    | {reports.PATH}
 )
 log = logging.getLogger("punchcard.app")
 
@@ -283,6 +284,7 @@ def create_app(
             Route("/metrics", metrics_page),
             Route("/debug/live", live_stats),
             Route("/webhooks/stripe", stripe_webhook, methods=["POST"]),
+            Route(reports.PATH, reports.packages_csv, methods=["GET"]),
             *pages.routes(settings),  # the live page at /, GraphiQL at /graphiql
         ],
         # Observe outermost (request id, access line, metrics: preflights included), then

@@ -45,6 +45,7 @@ class Reminder:
     client_name: str
     client_email: str | None
     client_phone: str | None
+    client_timezone: str | None
     starts_at: datetime
     ends_at: datetime
     remind_at: datetime
@@ -60,6 +61,7 @@ class Reminder:
             client_name=row["client_name"],
             client_email=row["client_email"],
             client_phone=row["client_phone"],
+            client_timezone=row["client_timezone"],
             starts_at=row["starts_at"],
             ends_at=row["ends_at"],
             remind_at=row["remind_at"],
@@ -72,12 +74,18 @@ class Reminder:
         """The idempotency id: the same on every attempt for this booking's reminder."""
         return f"{encode(Kind.BOOKING, self.booking_id)}-reminder-{int(self.remind_at.timestamp())}"
 
-    def local(self, moment: datetime) -> datetime:
-        """``moment`` on the trainer's wall clock (UTC if the zone is unknown here)."""
+    def local(self, moment: datetime, zone: str | None = None) -> datetime:
+        """``moment`` on the wall clock of ``zone`` (default: the trainer's; UTC if the
+        zone is unknown here)."""
         try:
-            return moment.astimezone(ZoneInfo(self.timezone))
+            return moment.astimezone(ZoneInfo(zone or self.timezone))
         except (ZoneInfoNotFoundError, ValueError):
             return moment.astimezone(ZoneInfo("UTC"))
+
+    @property
+    def client_zone(self) -> str:
+        """The zone the client reads the time in: their own if set, else the trainer's."""
+        return self.client_timezone or self.timezone
 
     def payload(self) -> dict[str, Any]:
         return {
@@ -97,6 +105,9 @@ class Reminder:
                 "name": self.client_name,
                 "email": self.client_email,
                 "phone": self.client_phone,
+                # The time as the client reads it: in their own zone when they have one.
+                "timezone": self.client_zone,
+                "startsAtLocal": self.local(self.starts_at, self.client_zone).isoformat(),
             },
             "trainer": {"id": encode(Kind.TRAINER, self.trainer_id)},
         }

@@ -183,6 +183,47 @@ query($purchase: ID, $first: Int, $after: String) {
   }
 }"""
 
+UPDATE_TRAINER = """
+mutation($name: String, $timezone: String, $hours: Int, $late: Int) {
+  updateTrainer(input: {name: $name, timezone: $timezone, reminderHoursBefore: $hours,
+                        lateCancelHours: $late}) {
+    id name timezone reminderHoursBefore lateCancelHours
+  }
+}"""
+UPDATE_CLIENT = """
+mutation($id: ID!, $name: String, $email: String, $phone: String, $timezone: String) {
+  updateClient(id: $id, input: {name: $name, email: $email, phone: $phone, timezone: $timezone}) {
+    id name email phone timezone
+  }
+}"""
+SESSIONS_AS_OF = """
+query($id: ID!, $at: DateTime!) {
+  sessionsAsOf(purchaseId: $id, at: $at) {
+    at revision sessionsTotal sessionsUsed sessionsHeld sessionsRemaining sessionsAvailable
+    status expiresAt purchase { id }
+  }
+}"""
+LATER = "2100-01-01T00:00:00+00:00"  # after every package the tests sell
+SESSIONS_AS_OF_LATER = f"""
+query($id: ID!) {{
+  sessionsAsOf(purchaseId: $id, at: "{LATER}") {{ revision purchase {{ id }} }}
+}}"""
+PACKAGE_REPORT = """
+query($asOf: DateTime) {
+  packageReport(asOf: $asOf) {
+    asOf
+    packages {
+      purchase { id } client { id name } offer { id } soldAt revision status expiresAt
+      sessionsTotal sessionsUsed sessionsHeld sessionsRemaining sessionsAvailable
+      expiringWithin30Days unitPriceCents unusedValueCents
+    }
+    totals {
+      packages sessionsTotal sessionsUsed sessionsHeld sessionsRemaining sessionsAvailable
+      expiringWithin30Days unusedValueCents
+    }
+  }
+}"""
+
 
 # --- a trainer's rows, in every state the refusals need ------------------------------------
 
@@ -286,6 +327,8 @@ MUTATIONS: dict[str, tuple[str, Variables]] = {
     "deleteWebhookEndpoint": (DELETE_ENDPOINT, lambda w: {"id": w.endpoint}),
     "rotateWebhookSecret": (ROTATE_SECRET, lambda w: {"id": w.endpoint}),
     "redeliverEvent": (REDELIVER, lambda w: {"event": w.event, "endpoint": w.endpoint}),
+    "updateTrainer": (UPDATE_TRAINER, lambda w: {"name": "Renamed", "late": 12}),
+    "updateClient": (UPDATE_CLIENT, lambda w: {"id": w.client, "phone": "+44 20 7946 0000"}),
 }
 
 QUERIES: dict[str, tuple[str, Variables]] = {
@@ -303,6 +346,8 @@ QUERIES: dict[str, tuple[str, Variables]] = {
     "webhookEndpoints": (ENDPOINTS, lambda w: {}),
     "events": (EVENTS, lambda w: {}),
     "webhookDeliveries": (DELIVERIES, lambda w: {"endpoint": w.endpoint}),
+    "sessionsAsOf": (SESSIONS_AS_OF, lambda w: {"id": w.purchase, "at": LATER}),
+    "packageReport": (PACKAGE_REPORT, lambda w: {"asOf": LATER}),
 }
 
 
@@ -371,6 +416,10 @@ ID_SLOTS = [
         "redeliverEvent.endpointId", REDELIVER, "whe", lambda w: w.endpoint,
         lambda w, v: {"event": w.event, "endpoint": v},
     ),
+    IdSlot(
+        "updateClient.id", UPDATE_CLIENT, "cli", lambda w: w.client,
+        lambda w, v: {"id": v, "name": "Renamed"},
+    ),
 ]  # fmt: skip
 
 
@@ -401,6 +450,10 @@ QUERY_SLOTS = [
     QuerySlot(
         "webhookDeliveries.endpointId", DELIVERIES, "endpoint", "whe", lambda w: w.endpoint,
         lambda d: d["webhookDeliveries"]["nodes"],
+    ),
+    QuerySlot(
+        "sessionsAsOf.purchaseId", SESSIONS_AS_OF_LATER, "id", "pur", lambda w: w.purchase,
+        lambda d: d["sessionsAsOf"],
     ),
 ]  # fmt: skip
 
