@@ -150,7 +150,8 @@ WITH candidates AS (
       JOIN purchases AS p ON p.id = b.purchase_id
      WHERE b.id = ANY($1::bigint[])
        AND b.charged = ($2 < 0)
-       AND ($2 < 0 OR (p.status = 'ACTIVE'
+       -- an EXPIRED package still charges the bookings that started before it expired
+       AND ($2 < 0 OR (p.status IN ('ACTIVE', 'EXPIRED')
                        AND (p.expires_at IS NULL OR b.starts_at < p.expires_at)))
 ), planned AS (
     SELECT c.*, p.sessions_used + $2 * c.n AS used_after, p.revision + c.n AS revision_after,

@@ -1,4 +1,5 @@
-"""The event feed: sequencing the outbox, paging it, and the events no row change writes.
+"""The event feed: sequencing the outbox and paging it (every event is written by a trigger;
+``purchase.expired`` from the sweeper's EXPIRE ledger entry, migration 0009).
 
 Triggers (migration 0006) insert an ``events`` row in the same transaction as every change,
 with ``seq`` NULL. ``sequence`` numbers a trainer's committed, unsequenced events in id
@@ -18,7 +19,6 @@ the caller's trainer first, so reading never depends on the sweeper being up.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
 
 from punchcard.db.types import Acquirer, Executor, Queryable, Row
 
@@ -34,10 +34,13 @@ TYPES = (
     "purchase.expired",
     "purchase.cancelled",
     "purchase.low_balance",
+    "purchase.frozen",
+    "purchase.unfrozen",
+    "purchase.extended",
+    "sessions.transferred",
     "reminder.due",
 )
 SEQUENCE_BATCH = 1000
-EXPIRED_WINDOW_DAYS = 30  # a package that expired longer ago than this gets no event
 
 EVENT_COLUMNS = "id, trainer_id, seq, type, data::text AS data, created_at"
 
@@ -122,30 +125,3 @@ BY_ID = f"SELECT {EVENT_COLUMNS} FROM events WHERE trainer_id = $1 AND id = $2"
 
 async def by_id(db: Executor, *, trainer_id: int, event_id: int) -> Row | None:
     return await db.fetchrow(BY_ID, trainer_id, event_id)
-
-
-# Packages whose expiry has passed, announced once each (dedupe_key). Written by the
-# sweeper with its clock ($1; NULL: now()).
-EXPIRE = f"""
-INSERT INTO events (trainer_id, type, data, dedupe_key)
-SELECT p.trainer_id, 'purchase.expired',
-       jsonb_build_object('purchase', event_purchase(p), 'actor', 'sweeper', 'source', 'SWEEPER'),
-       'purchase.expired:' || p.id
-  FROM purchases AS p
- WHERE p.status = 'ACTIVE'
-   AND p.expires_at <= coalesce($1::timestamptz, now())
-   AND p.expires_at > coalesce($1::timestamptz, now())
-                      - make_interval(days => {EXPIRED_WINDOW_DAYS})
-   AND NOT EXISTS (SELECT FROM events AS e
-                    WHERE e.trainer_id = p.trainer_id
-                      AND e.dedupe_key = 'purchase.expired:' || p.id)
- ORDER BY p.expires_at, p.id
- LIMIT $2
-ON CONFLICT (trainer_id, dedupe_key) WHERE dedupe_key IS NOT NULL DO NOTHING
-"""
-
-
-async def announce_expired(db: Executor, *, limit: int, now: datetime | None = None) -> int:
-    """Write ``purchase.expired`` for packages that expired since the last pass."""
-    status = await db.execute(EXPIRE, now, limit)
-    return int(status.rsplit(" ", 1)[1])

@@ -60,11 +60,21 @@ SELECT c.*, e.id AS ledger_id,
        cur.expires_at IS NOT NULL AND cur.expires_at <= now() AS expired,
        cur.sessions_used + cur.sessions_held >= cur.sessions_total
            AND cur.sessions_used < cur.sessions_total AS all_held,
+       cur.sessions_used + cur.sessions_held < cur.sessions_total AS had_room,
        k.request AS key_request, k.result AS key_result
   FROM (SELECT 1) AS one
   LEFT JOIN (changed AS c CROSS JOIN entry AS e CROSS JOIN notified AS n) ON true
   LEFT JOIN purchases AS cur ON c.id IS NULL AND cur.id = $1 AND cur.trainer_id = $2
   {idempotency.stored_join_sql(alias="k", unless="c.id IS NULL", trainer="$2", key="$6")}
+"""
+
+# Why a use was refused, read afresh (see ``_adjust``).
+CURRENT = """
+SELECT status AS current_status,
+       expires_at IS NOT NULL AND expires_at <= now() AS expired,
+       sessions_used + sessions_held >= sessions_total AND sessions_used < sessions_total
+           AS all_held
+  FROM purchases WHERE id = $1 AND trainer_id = $2
 """
 
 USE_SESSION = _ADJUST.format(
@@ -113,6 +123,10 @@ async def _adjust(
         raise not_found("purchase")
     if exhausted.code is not Code.NO_SESSIONS_REMAINING:
         raise exhausted
+    if row["current_status"] == "ACTIVE" and not row["expired"] and row["had_room"]:
+        # The statement's snapshot predates the change that refused it (a cancel or a
+        # freeze committed while the UPDATE waited for the row): say why from the row now.
+        row = await db.fetchrow(CURRENT, purchase_id, trainer_id) or row
     if row["current_status"] == "CANCELLED":
         raise DomainError(Code.PURCHASE_CANCELLED, "this package was cancelled")
     if row["current_status"] == "FROZEN":

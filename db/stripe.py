@@ -17,11 +17,14 @@ read, and every statement after that is bounded by the bound trainer's id:
    did: a refund with no sale yet is kept there (REFUND_PENDING) and the sale that
    arrives later cancels the new package.
 3. The package is sold with ``db.purchases.sell_package`` (its NOTIFY included), and a
-   refund cancels it: status CANCELLED in one guarded UPDATE (``status = 'ACTIVE'``) that
-   bumps the revision and notifies. ``useSession`` refuses a cancelled package in its own
-   guard, so a session counted at the same moment is either counted before the cancel
+   refund cancels it through ``db.lifecycle.cancel_in``, the statement ``cancelPackage``
+   runs: a CANCEL ledger entry (actor ``stripe:<event id>``, source INTEGRATION) gives
+   its holds back, its CONFIRMED bookings become unpackaged, the revision moves with the
+   entry and the package is notified. ``useSession`` refuses a cancelled package in its
+   own guard, so a session counted at the same moment is either counted before the cancel
    (and stays, with its ledger row) or refused with PURCHASE_CANCELLED: counts and ledger
-   agree. The event's row keeps how many unused sessions were cancelled.
+   agree. The event's row keeps how many unused sessions were cancelled. A package already
+   cancelled, or expired, is left as it is (the outcome's reason says so).
 4. The event's outcome and reason are written last, in the same transaction.
 """
 
@@ -29,9 +32,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from punchcard.db import purchases
+from punchcard.db import lifecycle, purchases
 from punchcard.db.errors import Code, DomainError, not_found
-from punchcard.db.notify import PURCHASE, notify_sql
 from punchcard.db.types import Acquirer, Executor, Row
 
 # --- the binding --------------------------------------------------------------------------
@@ -199,19 +201,6 @@ REFUND_APPLIED = """
 UPDATE stripe_events SET outcome = 'REFUNDED', purchase_id = $3, sessions_cancelled = $4
  WHERE event_id = $1 AND trainer_id = $2 AND outcome = 'REFUND_PENDING'
 """
-CANCEL = f"""
-WITH cancelled AS (
-    UPDATE purchases AS p
-       SET status = 'CANCELLED', revision = p.revision + 1, updated_at = now(),
-           changed_by = $3, change_source = 'INTEGRATION'
-     WHERE p.id = $1 AND p.trainer_id = $2 AND p.status = 'ACTIVE'
-    RETURNING p.id, p.trainer_id, p.revision, p.sessions_total - p.sessions_used AS unused
-), notified AS (
-    SELECT {notify_sql(trainer="c.trainer_id", kind=PURCHASE, id="c.id", r="c.revision")}
-      FROM cancelled AS c
-)
-SELECT c.unused FROM cancelled AS c CROSS JOIN notified
-"""
 
 
 def _actor(event_id: str) -> str:
@@ -312,7 +301,7 @@ async def _sell(conn: Executor, event_id: str, trainer_id: int, sale: Sale) -> O
     await conn.execute(LINK_PURCHASE, sale.payment_intent, trainer_id, sold["id"])
     if claim["refunded_at"] is None:
         return Outcome("SOLD", purchase_id=sold["id"])
-    unused = await conn.fetchval(CANCEL, sold["id"], trainer_id, _actor(claim["refunded_by_event"]))
+    unused = await _cancel(conn, trainer_id, sold["id"], claim["refunded_by_event"])
     await conn.execute(REFUND_APPLIED, claim["refunded_by_event"], trainer_id, sold["id"], unused)
     return Outcome(
         "SOLD",
@@ -349,7 +338,29 @@ async def _refund(conn: Executor, event_id: str, trainer_id: int, refund: Refund
             f"no sale of payment {refund.payment_intent} yet: its package is cancelled when "
             "the sale arrives",
         )
-    unused = await conn.fetchval(CANCEL, purchase_id, trainer_id, _actor(event_id))
-    if unused is None:
-        return Outcome("REFUNDED", "the package was already cancelled", purchase_id=purchase_id)
+    try:
+        unused = await _cancel(conn, trainer_id, purchase_id, event_id)
+    except DomainError as refused:
+        if refused.code is Code.PURCHASE_CANCELLED:
+            reason = "the package was already cancelled"
+        elif refused.code is Code.PURCHASE_EXPIRED:
+            reason = "the package had expired: nothing was left to cancel"
+        else:  # pragma: no cover - cancel_in refuses a package for these reasons only
+            raise
+        return Outcome("REFUNDED", reason, purchase_id=purchase_id)
     return Outcome("REFUNDED", purchase_id=purchase_id, sessions_cancelled=unused)
+
+
+async def _cancel(conn: Executor, trainer_id: int, purchase_id: int, event_id: str) -> int:
+    """Cancel a refunded package (``cancelPackage``'s statement); its unused sessions."""
+    cancelled = await lifecycle.cancel_in(
+        conn,
+        trainer_id=trainer_id,
+        purchase_id=purchase_id,
+        reason=f"refunded in Stripe (event {event_id})",
+        move_to=None,
+        actor=_actor(event_id),
+        source="INTEGRATION",
+    )
+    forfeited: int = cancelled["forfeited"]
+    return forfeited

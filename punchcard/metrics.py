@@ -90,7 +90,7 @@ fanout_seconds = Histogram(
 # The sweeper's own (served on PUNCHCARD_SWEEPER_METRICS_PORT by `punchcard sweep`).
 sweeper_batch = Histogram(
     "punchcard_sweeper_batch_size",
-    "Rows a sweeper batch handled, by kind (completions, reminders, purges)",
+    "Rows a sweeper batch handled, by kind (completions, reminders, purges, expiries, thaws)",
     ["kind"],
     buckets=(0, 1, 5, 10, 50, 100, 250, 500, 1000, 5000),
     registry=REGISTRY,

@@ -33,7 +33,7 @@ from typing import Any
 import asyncpg
 
 from punchcard import metrics
-from punchcard.db import bookings, events, idempotency, reminders, roles
+from punchcard.db import bookings, idempotency, lifecycle, reminders, roles
 from punchcard.db.listen import Listener
 from punchcard.db.notify import CHANNEL, PURCHASE, Notice
 from punchcard.settings import Settings
@@ -64,6 +64,7 @@ class Totals:
     failed: int = 0
     purged: int = 0
     expired: int = 0
+    thawed: int = 0
 
 
 class Sweeper:
@@ -235,6 +236,9 @@ class Sweeper:
         while not self.stopping:
             if await self.purge_batch(pool) < self.settings.sweep_batch_size:
                 break
+        while not self.stopping:  # thaw first: a thawed package's expiry moved later
+            if await self.thaw_batch(pool) < self.settings.sweep_batch_size:
+                break
         while not self.stopping:
             if await self.expire_batch(pool) < self.settings.sweep_batch_size:
                 break
@@ -242,14 +246,28 @@ class Sweeper:
         metrics.sweeper_last_pass.set(time.time())
 
     async def expire_batch(self, pool: asyncpg.Pool) -> int:
-        """``purchase.expired`` events for packages whose expiry passed (once each)."""
-        expired = await events.announce_expired(
+        """One batch of ACTIVE packages past their expiry marked EXPIRED, each with its
+        EXPIRE entry (and ``purchase.expired`` event); returns the packages claimed."""
+        claimed, expired = await lifecycle.expire_batch(
             pool, limit=self.settings.sweep_batch_size, now=self.now
         )
+        metrics.sweeper_batch.labels("expiries").observe(expired)
         if expired:
             self.totals.expired += expired
             log.info("%d packages expired", expired)
-        return expired
+        return claimed
+
+    async def thaw_batch(self, pool: asyncpg.Pool) -> int:
+        """One batch of FROZEN packages whose ``frozen_until`` passed unfrozen (their
+        expiry later by the frozen time); returns the packages claimed."""
+        claimed, thawed = await lifecycle.thaw_batch(
+            pool, limit=self.settings.sweep_batch_size, now=self.now
+        )
+        metrics.sweeper_batch.labels("thaws").observe(thawed)
+        if thawed:
+            self.totals.thawed += thawed
+            log.info("%d frozen packages thawed", thawed)
+        return claimed
 
     async def purge_batch(self, pool: asyncpg.Pool) -> int:
         """Idempotency keys past their retention, one batch (its own statement)."""

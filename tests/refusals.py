@@ -28,6 +28,7 @@ from tests.helpers import (
     iso,
     package,
 )
+from tests.lifecycle import CANCEL_PACKAGE, EXTEND, FREEZE, FREEZE_THEN_UNFREEZE, TRANSFER
 
 # --- "changes nothing": every row of every table, compared before and after ---------------
 
@@ -329,6 +330,15 @@ MUTATIONS: dict[str, tuple[str, Variables]] = {
     "redeliverEvent": (REDELIVER, lambda w: {"event": w.event, "endpoint": w.endpoint}),
     "updateTrainer": (UPDATE_TRAINER, lambda w: {"name": "Renamed", "late": 12}),
     "updateClient": (UPDATE_CLIENT, lambda w: {"id": w.client, "phone": "+44 20 7946 0000"}),
+    # the package lifecycle (tests/test_lifecycle.py)
+    "cancelPackage": (CANCEL_PACKAGE, lambda w: {"id": w.purchase, "reason": "refunded"}),
+    "freezePackage": (FREEZE, lambda w: {"id": w.purchase}),
+    "unfreezePackage": (FREEZE_THEN_UNFREEZE, lambda w: {"id": w.purchase}),
+    "extendPackage": (EXTEND, lambda w: {"id": w.purchase, "expires": iso(at(days=400))}),
+    "transferSessions": (
+        TRANSFER,
+        lambda w: {"from": w.purchase, "to": w.other_client, "sessions": 1},
+    ),
 }
 
 QUERIES: dict[str, tuple[str, Variables]] = {
@@ -419,6 +429,32 @@ ID_SLOTS = [
     IdSlot(
         "updateClient.id", UPDATE_CLIENT, "cli", lambda w: w.client,
         lambda w, v: {"id": v, "name": "Renamed"},
+    ),
+    # the package lifecycle
+    IdSlot(
+        "cancelPackage.id", CANCEL_PACKAGE, "pur", lambda w: w.purchase,
+        lambda w, v: {"id": v},
+    ),
+    IdSlot(
+        "cancelPackage.moveBookingsTo", CANCEL_PACKAGE, "pur", lambda w: w.untouched,
+        lambda w, v: {"id": w.purchase, "to": v},
+    ),
+    IdSlot("freezePackage.id", FREEZE, "pur", lambda w: w.purchase, lambda w, v: {"id": v}),
+    IdSlot(
+        "unfreezePackage.id", FREEZE_THEN_UNFREEZE, "pur", lambda w: w.purchase,
+        lambda w, v: {"id": v},
+    ),
+    IdSlot(
+        "extendPackage.id", EXTEND, "pur", lambda w: w.purchase,
+        lambda w, v: {"id": v, "expires": iso(at(days=400))},
+    ),
+    IdSlot(
+        "transferSessions.fromPurchaseId", TRANSFER, "pur", lambda w: w.purchase,
+        lambda w, v: {"from": v, "to": w.other_client, "sessions": 1},
+    ),
+    IdSlot(
+        "transferSessions.toClientId", TRANSFER, "cli", lambda w: w.other_client,
+        lambda w, v: {"from": w.purchase, "to": v, "sessions": 1},
     ),
 ]  # fmt: skip
 

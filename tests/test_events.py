@@ -277,7 +277,10 @@ async def test_bad_feed_arguments_are_bad_input(api: Api, db: asyncpg.Connection
 
 def test_event_types_named_in_the_migration_are_the_documented_ones(repo_root: Path) -> None:
     root = repo_root
-    migration = (root / "db/migrations/versions/0006_events_and_webhooks.py").read_text()
+    migration = "".join(
+        (root / "db/migrations/versions" / name).read_text()
+        for name in ("0006_events_and_webhooks.py", "0009_lifecycle.py")  # lifecycle events
+    )
     readme = (root / "README.md").read_text()
     for kind in db_events.TYPES:
         assert f"`{kind}`" in readme, kind

@@ -469,10 +469,19 @@ async def test_a_refund_cancels_the_unused_sessions(
     row = await db.fetchrow("SELECT * FROM stripe_events WHERE event_id = $1", refund["id"])
     assert (row["sessions_cancelled"], row["purchase_id"]) == (7, row_id(package))
     assert await shop.api.error(USE, id=package) == "PURCHASE_CANCELLED"
-    ledger = await db.fetchval(
-        "SELECT count(*) FROM session_ledger WHERE purchase_id = $1", row_id(package)
+    ledger = await db.fetch(
+        "SELECT kind, revision, actor, source FROM session_ledger WHERE purchase_id = $1"
+        " ORDER BY id",
+        row_id(package),
     )
-    assert ledger == 3
+    # the refund's cancel is the ledger's fourth entry (revisions have no gap)
+    assert [(e["kind"], e["revision"]) for e in ledger] == [
+        ("USE", 1),
+        ("USE", 2),
+        ("USE", 3),
+        ("CANCEL", 4),
+    ]
+    assert (ledger[-1]["actor"], ledger[-1]["source"]) == (f"stripe:{refund['id']}", "INTEGRATION")
     # The outbox names Stripe's events as who sold and who cancelled, once each.
     changes = await db.fetch(
         "SELECT type, data->>'actor' AS actor, data->>'source' AS source FROM events"
@@ -505,7 +514,8 @@ async def test_a_refund_racing_use_session_keeps_counts_and_ledger_true(
         assert codes <= {"PURCHASE_CANCELLED", "NO_SESSIONS_REMAINING"}
         row = await db.fetchrow("SELECT * FROM purchases WHERE id = $1", row_id(package))
         ledger = await db.fetchval(
-            "SELECT count(*) FROM session_ledger WHERE purchase_id = $1", row["id"]
+            "SELECT count(*) FROM session_ledger WHERE purchase_id = $1 AND kind = 'USE'",
+            row["id"],
         )
         assert row["status"] == "CANCELLED"
         assert row["sessions_used"] == len(ok) == ledger
