@@ -42,8 +42,16 @@ async def by_id(db: Executor, trainer_id: int) -> Row | None:
     return row
 
 
-# The columns updateTrainer may set; of them only late_cancel_hours takes null (no policy).
-SETTINGS = ("name", "timezone", "reminder_hours_before", "late_cancel_hours")
+# The columns updateTrainer may set, by their API names; of them only late_cancel_hours
+# takes null (no policy).
+LABELS = {
+    "name": "name",
+    "timezone": "timezone",
+    "reminder_hours_before": "reminderHoursBefore",
+    "late_cancel_hours": "lateCancelHours",
+}
+SETTINGS = tuple(LABELS)
+LIMITS = {"reminder_hours_before": MAX_REMINDER_HOURS, "late_cancel_hours": MAX_LATE_CANCEL_HOURS}
 
 
 def _update_sql(columns: Sequence[str]) -> str:
@@ -54,21 +62,20 @@ def _update_sql(columns: Sequence[str]) -> str:
 
 
 def _checked_setting(column: str, value: object) -> object:
+    label = LABELS[column]
     if value is None:
         if column == "late_cancel_hours":
             return None
-        raise bad_input(f"{column} cannot be null")
+        raise bad_input(f"{label} cannot be null")
     if column == "name":
         assert isinstance(value, str)
-        return checks.text("name", value.strip(), max_length=MAX_NAME)
+        return checks.text(label, value.strip(), max_length=MAX_NAME)
     if column == "timezone":
         assert isinstance(value, str)
         return value  # checked as an IANA zone by the resolver (gql.timezones)
     assert isinstance(value, int)
-    limit = MAX_REMINDER_HOURS if column == "reminder_hours_before" else MAX_LATE_CANCEL_HOURS
-    if not 0 <= value <= limit:
-        label = "reminderHoursBefore" if column == "reminder_hours_before" else "lateCancelHours"
-        raise bad_input(f"{label} must be between 0 and {limit}")
+    if not 0 <= value <= LIMITS[column]:
+        raise bad_input(f"{label} must be between 0 and {LIMITS[column]}")
     return value
 
 

@@ -43,7 +43,8 @@ class UpdateClientInput:
 
 
 def given(values: Any, fields: tuple[str, ...]) -> dict[str, Any]:
-    """The input's fields that were sent (null included), by column name."""
+    """The input's fields that were sent (null included), by column name; a zone sent
+    must be one the IANA database knows."""
     changes = {name: getattr(values, name) for name in fields}
     changes = {name: value for name, value in changes.items() if value is not strawberry.UNSET}
     if changes.get("timezone") is not None:

@@ -325,6 +325,12 @@ async def test_reminders_follow_the_zone_set_through_update_trainer(
         else:
             assert payload["client"]["timezone"] == "America/New_York"
             assert payload["client"]["startsAtLocal"] == "2030-03-10T09:00:00-04:00"
+    # a later change of zone or hours never sends a reminder again
+    await api.data(UPDATE_TRAINER, timezone="Pacific/Honolulu", hours=2)
+    for now in (IN_NEW_YORK.replace(hour=23), STARTS.replace(hour=8)):
+        sweeper.now = now
+        await sweeper.sweep_pass(pool)
+    assert len(recorder.sent) == 2
 
 
 async def test_reminders_stop_when_the_trainer_sets_zero_hours(

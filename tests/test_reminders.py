@@ -323,6 +323,9 @@ async def test_webhook_reminders_are_signed_retried_with_backoff_and_delivered_o
         "name": "Ada",
         "email": "ada@example.com",
         "phone": None,
+        # no zone of her own: the trainer's clock (tests/test_policies.py: a client's own)
+        "timezone": "America/New_York",
+        "startsAtLocal": "2030-01-15T09:00:00-05:00",
     }
     rows = await db.fetch("SELECT attempts, sent_at, last_error FROM reminders ORDER BY booking_id")
     assert [(r["attempts"], r["sent_at"] is not None, r["last_error"]) for r in rows] == [

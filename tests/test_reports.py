@@ -11,24 +11,32 @@ from __future__ import annotations
 import csv
 import io
 import json
+from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
+import httpx
 import pytest
 
+from punchcard.gql.auth import issue_token
+from punchcard.server.app import create_app
 from punchcard.server.reports import HEADER, as_of, safe_text
+from punchcard.settings import Settings
 from tests.conftest import Api
 from tests.helpers import RELEASE, USE, client, package, row_id
 from tests.refusals import (
     CREATE_KEY,
     CREATE_OFFER,
+    LATER,
     PACKAGE_REPORT,
     SELL_OFFER,
     SESSIONS_AS_OF,
     refused,
     unchanged,
 )
+from tests.test_calendar import StatementLog
 
 US = timedelta(microseconds=1)
 COUNTS = ("revision", "sessionsTotal", "sessionsUsed", "sessionsHeld", "status")
@@ -500,3 +508,65 @@ async def test_the_csv_needs_the_apis_auth(api: Api, other: Api, db: asyncpg.Con
 def test_as_of_parsing(text: str, expected: str) -> None:
     parsed = as_of(text)
     assert parsed is not None and parsed.isoformat() == expected
+
+
+# --- one statement, whatever the number of packages ----------------------------------------
+
+
+@pytest.fixture
+async def counted(settings: Settings) -> AsyncIterator[tuple[httpx.AsyncClient, StatementLog]]:
+    """The app on one pooled connection whose statements are logged (as production sends
+    them: without the differential check's second run)."""
+    log = StatementLog()
+    one = replace(settings, pool_min_size=1, pool_max_size=1, planner_differential=False)
+    app = create_app(one, on_connect=log.attach)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http,
+    ):
+        yield http, log
+
+
+async def seed(db: asyncpg.Connection, packages: int) -> None:
+    trainer = await db.fetchval("INSERT INTO trainers (subject) VALUES ('trainer-a') RETURNING id")
+    await db.execute(
+        """
+        WITH c AS (
+            INSERT INTO clients (trainer_id, name)
+            SELECT $1, 'Client ' || n FROM generate_series(1, $2) AS n RETURNING id
+        ), o AS (
+            INSERT INTO offers (trainer_id, name, sessions_total, price_cents)
+            VALUES ($1, 'Pack', 10, 9000) RETURNING id
+        )
+        INSERT INTO purchases (trainer_id, client_id, offer_id, sessions_total)
+        SELECT $1, c.id, o.id, 10 FROM c, o
+        """,
+        trainer,
+        packages,
+    )
+
+
+@pytest.mark.parametrize("packages", [2, 40])
+async def test_the_report_is_one_statement_whatever_its_size(
+    counted: tuple[httpx.AsyncClient, StatementLog],
+    settings: Settings,
+    db: asyncpg.Connection,
+    packages: int,
+) -> None:
+    http, log = counted
+    await seed(db, packages)
+    headers = {"Authorization": f"Bearer {issue_token(settings, 'trainer-a')}"}
+    nested = {"query": PACKAGE_REPORT, "variables": {"asOf": LATER}}
+    flat = {"query": "{ packageReport { totals { packages unusedValueCents } } }"}
+    await http.post("/graphql", json=nested, headers=headers)  # warm-up: token, type info
+    for request, expected in ((flat, 1), (nested, 4)):  # nested: + clients, offers, purchases
+        log.statements.clear()
+        body = (await http.post("/graphql", json=request, headers=headers)).json()
+        assert "errors" not in body, body
+        assert body["data"]["packageReport"]["totals"]["packages"] == packages
+        assert len(log.statements) == expected, log.statements
+    log.statements.clear()
+    response = await http.get(CSV, headers=headers)
+    assert response.status_code == 200
+    assert len(parse(response.text)) == packages + 2
+    assert len(log.statements) == 1, log.statements
