@@ -79,12 +79,13 @@ async def world(api: Api, other: Api, db: asyncpg.Connection) -> World:
 
 
 async def behind_the_ledgers_back(db: asyncpg.Connection, *statements: str) -> None:
-    """Run ``statements`` in one transaction with the ledger's append-only trigger off."""
+    """Run ``statements`` in one transaction with every trigger off (the ledger's
+    append-only trigger, the outbox's, the foreign keys' of migration 0010), as a
+    superuser may: ``session_replication_role = replica``."""
     async with db.transaction():
-        await db.execute("ALTER TABLE session_ledger DISABLE TRIGGER session_ledger_append_only")
+        await db.execute("SET LOCAL session_replication_role = replica")
         for sql in statements:
             await db.execute(sql)
-        await db.execute("ALTER TABLE session_ledger ENABLE TRIGGER session_ledger_append_only")
 
 
 Plant = Callable[[World], list[str]]
@@ -229,6 +230,26 @@ async def test_a_drift_line_says_what_the_row_says_and_what_the_ledger_says(
         f"purchase pur_{world.p}: sessions_used 5, ledger says 3",
         f"purchase pur_{world.p}: sessions_used 5, last entry (led_3) says 3",
     }
+
+
+async def test_the_schema_refuses_an_entry_or_booking_of_another_owner(
+    world: World, db: asyncpg.Connection
+) -> None:
+    """Migration 0010's keys: what entry_trainer and booking_package look for cannot be
+    written at all, even by a role that bypasses row-level security."""
+    with pytest.raises(asyncpg.ForeignKeyViolationError, match="session_ledger_purchase_trainer"):
+        await db.execute(
+            _entry(World(**{**world.__dict__}), revision=4, kind="CANCEL", used=3, total=10)
+            .replace(
+                f"(SELECT trainer_id FROM purchases WHERE id = {world.p})", str(world.other_trainer)
+            )
+        )
+    with pytest.raises(asyncpg.ForeignKeyViolationError, match="bookings_purchase_owner"):
+        await db.execute(
+            f"UPDATE bookings SET client_id = {world.other_client} WHERE id = {world.b}"
+        )
+    with pytest.raises(asyncpg.ForeignKeyViolationError, match="bookings_purchase_owner"):
+        await db.execute(f"UPDATE bookings SET purchase_id = {world.q} WHERE id = {world.b}")
 
 
 def check_command(db_url: str, *args: str) -> subprocess.CompletedProcess[str]:
