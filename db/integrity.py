@@ -32,28 +32,29 @@ MAX_ROWS_PER_CONSTRAINT = 100  # rows named per violated CHECK (the rest are ali
 #   says       who disagrees ("ledger says", "CONFIRMED bookings")
 #   expected   what it should be
 BASE = """
-WITH per_package AS MATERIALIZED (
-    SELECT p.id, p.trainer_id, p.sessions_used, p.sessions_held, p.sessions_total,
-           p.revision,
-           coalesce(sum(e.delta), 0) AS ledger_used,
-           coalesce(sum(e.held_delta), 0) AS ledger_held,
-           count(e.id) AS entries,
-           count(DISTINCT e.revision) AS numbers,
-           min(e.revision) AS first_revision,
-           max(e.revision) AS last_revision
-      FROM purchases AS p
-      LEFT JOIN session_ledger AS e ON e.purchase_id = p.id
-     GROUP BY p.id
-), replayed AS MATERIALIZED (
+WITH entries AS MATERIALIZED (
     SELECT e.id, e.purchase_id, e.revision, e.delta, e.held_delta, e.total_delta,
            e.sessions_used_after, e.sessions_held_after, e.sessions_total_after,
+           row_number() OVER w AS n,
            coalesce(lag(e.sessions_used_after) OVER w, 0) AS used_before,
            coalesce(lag(e.sessions_held_after) OVER w, 0) AS held_before,
            coalesce(lag(e.sessions_total_after) OVER w,
                     e.sessions_total_after - e.total_delta) AS total_before,
            lead(e.id) OVER w IS NULL AS last
       FROM session_ledger AS e
-    WINDOW w AS (PARTITION BY e.purchase_id ORDER BY e.revision, e.id)
+    WINDOW w AS (PARTITION BY e.purchase_id ORDER BY e.revision)
+), per_package AS MATERIALIZED (
+    SELECT p.id, p.trainer_id, p.sessions_used, p.sessions_held, p.sessions_total,
+           p.revision,
+           coalesce(sum(e.delta), 0) AS ledger_used,
+           coalesce(sum(e.held_delta), 0) AS ledger_held,
+           count(e.id) AS entries,
+           count(e.id) FILTER (WHERE e.revision <> e.n) AS misnumbered,
+           min(e.revision) AS first_revision,
+           max(e.revision) AS last_revision
+      FROM purchases AS p
+      LEFT JOIN entries AS e ON e.purchase_id = p.id
+     GROUP BY p.id
 ), per_booking AS MATERIALIZED (
     SELECT b.id, b.charged, coalesce(c.net, 0) AS net,
            coalesce(c.lowest, 0) AS lowest, coalesce(c.highest, 0) AS highest
@@ -86,25 +87,29 @@ SELECT 'sessions_held', 'purchase', 'pur_' || id, 'sessions_held', sessions_held
  WHERE sessions_held <> ledger_held
 """
 
-# The package's entries are numbered 1..revision: as many entries as its revision, no
-# number twice, none missing.
+# The package's entries are numbered 1..revision: as many entries as its revision, the
+# n-th in revision order numbered n (so no number twice, none missing).
 REVISIONS = """
 SELECT 'revisions', 'purchase', 'pur_' || id, 'revision', revision::text, 'ledger has',
        CASE WHEN entries = 0 THEN 'no entries'
-            ELSE format('%s entries numbered %s..%s (%s distinct)',
-                        entries, first_revision, last_revision, numbers) END
+            ELSE format('%s entries numbered %s..%s%s', entries, first_revision, last_revision,
+                        CASE WHEN misnumbered > 0
+                             THEN format(', %s out of sequence', misnumbered) ELSE '' END) END
   FROM per_package
- WHERE entries <> revision OR numbers <> entries
-    OR coalesce(last_revision, 0) <> revision OR coalesce(first_revision, 1) <> 1
+ WHERE entries <> revision OR misnumbered > 0
 """
 
-# Replayed in revision order, each entry's counts after are the previous entry's plus its
-# deltas (before the first entry: nothing used, nothing held, its total less its change).
+# Replayed in revision order (``entries``), each entry's counts after are the previous
+# entry's plus its deltas (before the first: nothing used or held, its total less its
+# change).
 REPLAY = """
 SELECT 'replay', 'purchase', 'pur_' || r.purchase_id,
        format('entry %s (led_%s) sessions_%s_after', r.revision, r.id, c.name),
        c.found::text, 'replay says', c.expected::text
-  FROM replayed AS r
+  FROM (SELECT * FROM entries AS e
+         WHERE e.sessions_used_after <> e.used_before + e.delta
+            OR e.sessions_held_after <> e.held_before + e.held_delta
+            OR e.sessions_total_after <> e.total_before + e.total_delta) AS r
  CROSS JOIN LATERAL (VALUES
        ('used', r.sessions_used_after, r.used_before + r.delta),
        ('held', r.sessions_held_after, r.held_before + r.held_delta),
@@ -117,8 +122,11 @@ SELECT 'replay', 'purchase', 'pur_' || r.purchase_id,
 LAST_ENTRY = """
 SELECT 'last_entry', 'purchase', 'pur_' || p.id, 'sessions_' || c.name, c.found::text,
        format('last entry (led_%s) says', r.id), c.expected::text
-  FROM replayed AS r
-  JOIN per_package AS p ON p.id = r.purchase_id
+  FROM entries AS r
+  JOIN per_package AS p
+    ON p.id = r.purchase_id
+   AND (p.sessions_used, p.sessions_held, p.sessions_total)
+       <> (r.sessions_used_after, r.sessions_held_after, r.sessions_total_after)
  CROSS JOIN LATERAL (VALUES
        ('used', p.sessions_used, r.sessions_used_after),
        ('held', p.sessions_held, r.sessions_held_after),
@@ -165,7 +173,8 @@ SELECT 'booking_package', 'booking', 'bkg_' || b.id,
        format('package pur_%s %s', p.id, c.name), c.found::text,
        'booking''s ' || c.name, c.expected::text
   FROM bookings AS b
-  JOIN purchases AS p ON p.id = b.purchase_id
+  JOIN purchases AS p
+    ON p.id = b.purchase_id AND (p.trainer_id, p.client_id) <> (b.trainer_id, b.client_id)
  CROSS JOIN LATERAL (VALUES
        ('trainer_id', p.trainer_id, b.trainer_id),
        ('client_id', p.client_id, b.client_id)
@@ -198,7 +207,8 @@ SELECT 'transfers', 'purchase', 'pur_' || t.purchase_id,
 
 # Every row satisfies every CHECK constraint of the public tables: rows written while a
 # constraint was NOT VALID are found here. CONSTRAINTS reads the catalog and writes one
-# SELECT per table (one scan evaluating each of its CHECKs on every row); a row is named
+# SELECT per table (one scan; only a row that breaks one of its CHECKs is looked at
+# constraint by constraint); a row is named
 # by its id (ctid without one), at most MAX_ROWS_PER_CONSTRAINT rows per constraint.
 CONSTRAINTS = f"""
 SELECT format(
@@ -207,18 +217,20 @@ $q$SELECT 'check_constraints', %L, %L || x.ref, x.conname, 'violated', 'CHECK', 
                row_number() OVER (PARTITION BY v.conname ORDER BY t.%s) AS n
           FROM %s AS t
          CROSS JOIN LATERAL (VALUES %s) AS v (conname, expr, bad)
-         WHERE v.bad) AS x
+         WHERE (%s) AND v.bad) AS x
  WHERE x.n <= {MAX_ROWS_PER_CONSTRAINT}$q$,
     CASE k.tab WHEN 'purchases' THEN 'purchase' WHEN 'bookings' THEN 'booking' ELSE k.tab END,
     CASE k.tab WHEN 'purchases' THEN 'pur_' WHEN 'bookings' THEN 'bkg_'
                WHEN 'session_ledger' THEN 'led_' ELSE '' END,
-    k.ref, k.ref, k.tab, k.checks)
+    k.ref, k.ref, k.tab, k.checks, k.any_false) AS sql
   FROM (SELECT c.conrelid::regclass::text AS tab,
                CASE WHEN bool_or(a.attname IS NOT NULL) THEN 'id' ELSE 'ctid' END AS ref,
                string_agg(format('(%L, %L, (%s) IS FALSE)', c.conname,
                                  pg_get_expr(c.conbin, c.conrelid),
                                  pg_get_expr(c.conbin, c.conrelid)),
-                          ', ' ORDER BY c.conname) AS checks
+                          ', ' ORDER BY c.conname) AS checks,
+               string_agg(format('(%s) IS FALSE', pg_get_expr(c.conbin, c.conrelid)),
+                          ' OR ' ORDER BY c.conname) AS any_false
           FROM pg_constraint AS c
           JOIN pg_class AS t ON t.oid = c.conrelid
           JOIN pg_namespace AS n ON n.oid = t.relnamespace
@@ -286,7 +298,7 @@ async def check(db: Executor, *, skip: Collection[str] = ()) -> list[Drift]:
         return []
     constraint_selects: list[str] = []
     if CHECK_CONSTRAINTS in names:
-        constraint_selects = [row[0] for row in await db.fetch(CONSTRAINTS)]
+        constraint_selects = [row["sql"] for row in await db.fetch(CONSTRAINTS)]
     rows = await db.fetch(statement(names, constraint_selects))
     return [Drift(*row.values()) for row in rows]
 

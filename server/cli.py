@@ -298,12 +298,14 @@ def parser() -> argparse.ArgumentParser:
         "sweep",
         "complete past bookings and send reminders until stopped",
         "Completes CONFIRMED bookings PUNCHCARD_SWEEP_GRACE_MINUTES after they end (and\n"
-        "charges them), sends due reminders and purges old idempotency keys, in batches.\n"
+        "charges them), sends due reminders and purges old idempotency keys, in batches;\n"
+        "checks the ledger (punchcard check) every PUNCHCARD_CHECK_INTERVAL_SECONDS.\n"
         "SIGTERM finishes the batch in flight and exits 0.",
         "PUNCHCARD_SWEEP_GRACE_MINUTES (15), PUNCHCARD_SWEEP_BATCH_SIZE (500), "
         "PUNCHCARD_SWEEP_POLL_SECONDS (30), PUNCHCARD_REMINDER_WEBHOOK_URL and "
         "PUNCHCARD_REMINDER_WEBHOOK_SECRET (unset: reminders are logged), "
         "PUNCHCARD_SWEEPER_METRICS_PORT (unset: no metrics endpoint), "
+        "PUNCHCARD_CHECK_INTERVAL_SECONDS (3600; 0: no ledger check), "
         f"{COMMON_ENV}",
     )
     sweep.add_argument("--once", action="store_true", help="one pass, then exit")
@@ -319,7 +321,7 @@ def parser() -> argparse.ArgumentParser:
         "Checks every package and booking against the ledger (sessions_used and\n"
         "sessions_held are the sums of the entries, revisions 1..n without gaps, the\n"
         "entries replay, CONFIRMED bookings hold, no booking charged twice, every CHECK\n"
-        "holds; README, \"Ledger check\") and prints one line per drift, then a summary.\n"
+        'holds; README, "Ledger check") and prints one line per drift, then a summary.\n'
         "Exit 0: clean; 1: drift found; 2-6: could not check (one line on stderr).",
         f"{COMMON_ENV} (it connects as punchcard_worker, which sees every trainer)",
     )

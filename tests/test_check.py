@@ -224,7 +224,9 @@ async def test_each_invariant_reports_a_planted_drift_by_its_row(
 async def test_a_drift_line_says_what_the_row_says_and_what_the_ledger_says(
     world: World, db: asyncpg.Connection
 ) -> None:
-    await behind_the_ledgers_back(db, f"UPDATE purchases SET sessions_used = 5 WHERE id = {world.p}")
+    await behind_the_ledgers_back(
+        db, f"UPDATE purchases SET sessions_used = 5 WHERE id = {world.p}"
+    )
     lines = {d.line() for d in await integrity.check(db)}
     assert lines == {
         f"purchase pur_{world.p}: sessions_used 5, ledger says 3",
@@ -239,8 +241,9 @@ async def test_the_schema_refuses_an_entry_or_booking_of_another_owner(
     written at all, even by a role that bypasses row-level security."""
     with pytest.raises(asyncpg.ForeignKeyViolationError, match="session_ledger_purchase_trainer"):
         await db.execute(
-            _entry(World(**{**world.__dict__}), revision=4, kind="CANCEL", used=3, total=10)
-            .replace(
+            _entry(
+                World(**{**world.__dict__}), revision=4, kind="CANCEL", used=3, total=10
+            ).replace(
                 f"(SELECT trainer_id FROM purchases WHERE id = {world.p})", str(world.other_trainer)
             )
         )
@@ -399,6 +402,31 @@ async def test_the_sweeper_checks_periodically_logs_drift_and_sets_its_gauge(
     text = log.read_text()
     assert f"ledger drift (sessions_used): purchase pur_{world.p}: sessions_used 5" in text
     assert "ledger check: clean" in text
+
+
+def test_punchcard_check_says_what_it_does_its_exit_codes_and_environment() -> None:
+    done = subprocess.run(
+        [*punchcard_command(), "check", "--help"],
+        env=child_env(),
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+    )
+    assert done.returncode == 0, done.stderr
+    text = " ".join(done.stdout.split())
+    for words in ("Exit 0: clean; 1: drift found", "--json", "--database-url", "punchcard_worker"):
+        assert words in text, text
+    assert all(name in text for name in integrity.NAMES)
+    sweep = subprocess.run(
+        [*punchcard_command(), "sweep", "--help"],
+        env=child_env(),
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+    )
+    assert "PUNCHCARD_CHECK_INTERVAL_SECONDS (3600; 0: no ledger check)" in " ".join(
+        sweep.stdout.split()
+    )
 
 
 def test_the_check_interval_is_a_setting_0_turns_it_off() -> None:
