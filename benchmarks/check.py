@@ -13,7 +13,13 @@ few releases; the first five uses charged by COMPLETED bookings), all consistent
 
 It prints the best time of each, entries per second, and the ratios; it
 verifies the check finds nothing on the seeded data and exactly the one drift planted
-after the timing. Wall-clock numbers on a shared machine are noisy: the load is printed.
+after the timing.
+
+Then what migration 0010's composite foreign keys cost the hot path: ``--statements``
+useSession/releaseSession statements (``db.purchases``, one round trip each, each writing
+a ledger entry the keys check) with the keys, then with them dropped, ``--rounds`` times
+in turn; the median microseconds per statement of each and their ratio.
+Wall-clock numbers on a shared machine are noisy: the load is printed.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -33,7 +40,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # `python benchmarks/check.py` from anywhere
     sys.path.insert(0, str(ROOT))
 
-from punchcard.db import integrity  # noqa: E402
+from punchcard.db import integrity, purchases  # noqa: E402
 from punchcard.db.embedded import EmbeddedPostgres  # noqa: E402
 from punchcard.db.migrate import upgrade  # noqa: E402
 from punchcard.db.roles import WORKER_ROLE, as_role  # noqa: E402
@@ -148,6 +155,53 @@ async def plant_and_find(url: str) -> list[integrity.Drift]:
         await owner.close()
 
 
+KEYS_OFF = """
+ALTER TABLE session_ledger DROP CONSTRAINT session_ledger_purchase_trainer;
+ALTER TABLE bookings DROP CONSTRAINT bookings_purchase_owner;
+"""
+KEYS_ON = """
+ALTER TABLE session_ledger ADD CONSTRAINT session_ledger_purchase_trainer
+    FOREIGN KEY (purchase_id, trainer_id) REFERENCES purchases (id, trainer_id);
+ALTER TABLE bookings ADD CONSTRAINT bookings_purchase_owner
+    FOREIGN KEY (purchase_id, trainer_id, client_id)
+    REFERENCES purchases (id, trainer_id, client_id);
+"""
+
+
+async def statements(conn: asyncpg.Connection, trainer_id: int, count: int) -> float:
+    """Microseconds per useSession/releaseSession statement, ``count`` of them."""
+    started = time.perf_counter()
+    for n in range(count):
+        adjust = purchases.use_session if n % 2 == 0 else purchases.release_session
+        await adjust(
+            conn,
+            trainer_id=trainer_id,
+            purchase_id=1 + (n // 2) % 1000,
+            source="MANUAL",
+            actor="bench",
+            reason=None,
+            key=None,
+            request="",
+        )
+    return (time.perf_counter() - started) / count * 1e6
+
+
+async def key_cost(url: str, *, count: int, rounds: int) -> tuple[float, float]:
+    conn = await asyncpg.connect(url)
+    try:
+        trainer_id: int = await conn.fetchval("SELECT id FROM trainers")
+        await statements(conn, trainer_id, 200)  # warm the statement cache
+        on, off = [], []
+        for _ in range(rounds):
+            on.append(await statements(conn, trainer_id, count))
+            await conn.execute(KEYS_OFF)
+            off.append(await statements(conn, trainer_id, count))
+            await conn.execute(KEYS_ON)
+        return statistics.median(on), statistics.median(off)
+    finally:
+        await conn.close()
+
+
 async def run(args: argparse.Namespace, server_url: str) -> int:
     admin = await asyncpg.connect(server_url)
     try:
@@ -177,7 +231,21 @@ async def run(args: argparse.Namespace, server_url: str) -> int:
     found = await plant_and_find(url)
     assert [(d.invariant, d.ref) for d in found] == [("sessions_used", "pur_1")], found
     print(f"planted drift found: {found[0].line()}")
+    await owner_repair(url)
+    on, off = await key_cost(url, count=args.statements, rounds=args.rounds)
+    print(
+        f"useSession/releaseSession statement with 0010's keys: {on:.0f} us, without: "
+        f"{off:.0f} us, ratio {on / off:.2f} (load {os.getloadavg()[0]:.2f})"
+    )
     return 0
+
+
+async def owner_repair(url: str) -> None:
+    owner = await asyncpg.connect(url)
+    try:
+        await owner.execute("UPDATE purchases SET sessions_used = sessions_used - 1 WHERE id = 1")
+    finally:
+        await owner.close()
 
 
 def main() -> int:
@@ -185,6 +253,7 @@ def main() -> int:
     parser.add_argument("--packages", type=int, default=10_000)
     parser.add_argument("--entries", type=int, default=20, help="ledger entries per package")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--statements", type=int, default=2000, help="per round, keys on/off")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="punchcard-bench-check-") as tmp:
         embedded = EmbeddedPostgres(Path(tmp))
