@@ -241,9 +241,7 @@ async def test_the_schema_refuses_an_entry_or_booking_of_another_owner(
     written at all, even by a role that bypasses row-level security."""
     with pytest.raises(asyncpg.ForeignKeyViolationError, match="session_ledger_purchase_trainer"):
         await db.execute(
-            _entry(
-                World(**{**world.__dict__}), revision=4, kind="CANCEL", used=3, total=10
-            ).replace(
+            _entry(world, revision=4, kind="CANCEL", used=3, total=10).replace(
                 f"(SELECT trainer_id FROM purchases WHERE id = {world.p})", str(world.other_trainer)
             )
         )
