@@ -23,6 +23,7 @@ SUITES = {
     "live_updates": ([], ["--quick"]),
     "websocket_soak": ([], ["--cycles", "2000"]),
     "webhooks": ([], ["--statements", "500", "--rounds", "2", "--events", "500"]),
+    "check": ([], ["--packages", "2000"]),
 }
 
 

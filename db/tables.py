@@ -13,6 +13,7 @@ from sqlalchemy import (
     Column,
     DateTime,
     ForeignKey,
+    ForeignKeyConstraint,
     Identity,
     Index,
     Integer,
@@ -423,4 +424,25 @@ Index(
     session_ledger.c.purchase_id,
     session_ledger.c.created_at,
     session_ledger.c.id,
+)
+
+# Migration 0010 (the ledger checks itself): an entry belongs to its package's trainer, a
+# booking's package to the booking's trainer and client (composite foreign keys).
+purchases.append_constraint(UniqueConstraint("id", "trainer_id", name="purchases_id_trainer"))
+purchases.append_constraint(
+    UniqueConstraint("id", "trainer_id", "client_id", name="purchases_id_trainer_client")
+)
+session_ledger.append_constraint(
+    ForeignKeyConstraint(
+        ["purchase_id", "trainer_id"],
+        ["purchases.id", "purchases.trainer_id"],
+        name="session_ledger_purchase_trainer",
+    )
+)
+bookings.append_constraint(
+    ForeignKeyConstraint(
+        ["purchase_id", "trainer_id", "client_id"],
+        ["purchases.id", "purchases.trainer_id", "purchases.client_id"],
+        name="bookings_purchase_owner",
+    )
 )

@@ -14,7 +14,8 @@ that does not parse, validate or name one operation. Error codes are punchcard's
 upper-case codes; anything else is ``OTHER``.
 
 The sweeper is a separate process: it serves its own registry on
-``PUNCHCARD_SWEEPER_METRICS_PORT`` (batch sizes, reminder sends and failures). How late
+``PUNCHCARD_SWEEPER_METRICS_PORT`` (batch sizes, reminder sends and failures, and its
+periodic ledger check: drift per invariant, when it last ran). How late
 it runs is read from the database by the API's ``/metrics`` instead, so the number
 keeps growing when no sweeper runs at all.
 """
@@ -123,6 +124,24 @@ sweeper_errors = Counter(
 sweeper_last_pass = Gauge(
     "punchcard_sweeper_last_pass_timestamp_seconds",
     "When this sweeper last finished a pass (Unix time)",
+    registry=REGISTRY,
+)
+
+# The sweeper's periodic ledger check (PUNCHCARD_CHECK_INTERVAL_SECONDS, db/integrity.py).
+ledger_drift = Gauge(
+    "punchcard_ledger_drift",
+    "Rows the last ledger check found breaking each invariant (0: it holds)",
+    ["invariant"],
+    registry=REGISTRY,
+)
+ledger_check_last_success = Gauge(
+    "punchcard_ledger_check_last_success_timestamp_seconds",
+    "When this sweeper last finished a ledger check (Unix time), drift found or not",
+    registry=REGISTRY,
+)
+ledger_check_duration = Gauge(
+    "punchcard_ledger_check_duration_seconds",
+    "How long this sweeper's last ledger check took",
     registry=REGISTRY,
 )
 

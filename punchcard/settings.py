@@ -97,6 +97,7 @@ class Settings:
     webhook_disable_after_days: float = 5.0  # an endpoint failing this long is disabled
     webhook_batch_size: int = 100  # deliveries claimed at once
     webhook_concurrency: int = 16  # deliveries sent at once
+    check_interval_seconds: float = 3600.0  # the sweeper's ledger check (db/integrity.py); 0: off
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -259,6 +260,9 @@ class Settings:
             webhook_concurrency=get_int(
                 "PUNCHCARD_WEBHOOK_CONCURRENCY", default.webhook_concurrency
             ),
+            check_interval_seconds=get_float(
+                "PUNCHCARD_CHECK_INTERVAL_SECONDS", default.check_interval_seconds
+            ),
         )._validated()
 
     def _validated(self) -> Settings:
@@ -290,6 +294,11 @@ class Settings:
         if self.webhook_batch_size < 1 or self.webhook_concurrency < 1:
             raise BadSetting(
                 "PUNCHCARD_WEBHOOK_BATCH_SIZE and PUNCHCARD_WEBHOOK_CONCURRENCY must be >= 1"
+            )
+        if self.check_interval_seconds < 0:
+            raise BadSetting(
+                f"PUNCHCARD_CHECK_INTERVAL_SECONDS={self.check_interval_seconds:g} must be >= 0 "
+                "(0 turns the sweeper's ledger check off)"
             )
         for name, url in (
             ("DATABASE_URL", self.database_url),

@@ -1,6 +1,6 @@
 """punchcard: the GraphQL API that keeps trainers' session packages exactly right.
 
-Commands: serve, sweep, migrate, schema, token (`punchcard COMMAND --help` for each).
+Commands: serve, sweep, check, migrate, schema, token (`punchcard COMMAND --help` for each).
 Settings are environment variables (README, "Settings"); without DATABASE_URL an
 embedded PostgreSQL runs under PUNCHCARD_DATA_DIR (default ./.punchcard)."""
 
@@ -21,6 +21,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from punchcard.db.integrity import NAMES as INVARIANTS
 from punchcard.logs import configure
 from punchcard.server.startup import (
     EXIT_DATA_DIR,
@@ -176,6 +177,22 @@ def cmd_sweep(args: argparse.Namespace, settings: Settings) -> int:
         return worker.main(ready, once=args.once, now=args.now)
 
 
+def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
+    from punchcard.server.check import run_check
+
+    if args.database_url:
+        settings = settings.with_database(args.database_url)
+    if not settings.database_url and not (settings.data_dir / "pg").exists():
+        raise Refused(
+            EXIT_USAGE,
+            f"no database to check: set DATABASE_URL (or --database-url), or "
+            f"PUNCHCARD_DATA_DIR to an embedded data dir ({settings.data_dir}/pg does not exist)",
+        )
+    with database(settings, migrate=False) as ready:
+        preflight(ready, api=False)
+        return run_check(ready, as_json=args.json, skip=args.skip or ())
+
+
 def _moment(text: str) -> datetime:
     try:
         moment = datetime.fromisoformat(text)
@@ -281,12 +298,14 @@ def parser() -> argparse.ArgumentParser:
         "sweep",
         "complete past bookings and send reminders until stopped",
         "Completes CONFIRMED bookings PUNCHCARD_SWEEP_GRACE_MINUTES after they end (and\n"
-        "charges them), sends due reminders and purges old idempotency keys, in batches.\n"
+        "charges them), sends due reminders and purges old idempotency keys, in batches;\n"
+        "checks the ledger (punchcard check) every PUNCHCARD_CHECK_INTERVAL_SECONDS.\n"
         "SIGTERM finishes the batch in flight and exits 0.",
         "PUNCHCARD_SWEEP_GRACE_MINUTES (15), PUNCHCARD_SWEEP_BATCH_SIZE (500), "
         "PUNCHCARD_SWEEP_POLL_SECONDS (30), PUNCHCARD_REMINDER_WEBHOOK_URL and "
         "PUNCHCARD_REMINDER_WEBHOOK_SECRET (unset: reminders are logged), "
         "PUNCHCARD_SWEEPER_METRICS_PORT (unset: no metrics endpoint), "
+        "PUNCHCARD_CHECK_INTERVAL_SECONDS (3600; 0: no ledger check), "
         f"{COMMON_ENV}",
     )
     sweep.add_argument("--once", action="store_true", help="one pass, then exit")
@@ -294,6 +313,30 @@ def parser() -> argparse.ArgumentParser:
         "--now", type=_moment, help="with --once: sweep as if it were this ISO-8601 time"
     )
     sweep.set_defaults(run=cmd_sweep)
+
+    check = _command(
+        commands,
+        "check",
+        "verify the ledger's invariants",
+        "Checks every package and booking against the ledger (sessions_used and\n"
+        "sessions_held are the sums of the entries, revisions 1..n without gaps, the\n"
+        "entries replay, CONFIRMED bookings hold, no booking charged twice, every CHECK\n"
+        'holds; README, "Ledger check") and prints one line per drift, then a summary.\n'
+        "Exit 0: clean; 1: drift found; 2-6: could not check (one line on stderr).",
+        f"{COMMON_ENV} (it connects as punchcard_worker, which sees every trainer)",
+    )
+    check.add_argument(
+        "--database-url", help="check this database instead of DATABASE_URL's (the owner's URL)"
+    )
+    check.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    check.add_argument(
+        "--skip",
+        action="append",
+        metavar="INVARIANT",
+        choices=INVARIANTS,
+        help="leave an invariant out (repeatable): " + ", ".join(INVARIANTS),
+    )
+    check.set_defaults(run=cmd_check)
 
     migrate = _command(
         commands,

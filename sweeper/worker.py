@@ -6,6 +6,8 @@ first the completions (``db.bookings.sweep_batch``: one statement claims a batch
 writes the ledger and notifies, all in one transaction: rule 3, the same ``SETTLE``
 as ``completeBooking``), then the reminders (``db.reminders``: claim, send, mark), then
 the idempotency keys past ``PUNCHCARD_IDEMPOTENCY_RETENTION_DAYS`` (``db.idempotency``).
+Beside the passes, every ``PUNCHCARD_CHECK_INTERVAL_SECONDS`` it checks the ledger's
+invariants (``sweeper/ledger_check.py``: logs each drift, sets a gauge).
 Between passes the sweeper waits for the first of: a NOTIFY on the change channel
 (a booking was created or moved, possibly already due), the poll interval, or a stop
 signal. It listens through ``db/listen.py`` (the same helper as the API's hub: a
@@ -37,6 +39,7 @@ from punchcard.db import bookings, idempotency, lifecycle, reminders, roles
 from punchcard.db.listen import Listener
 from punchcard.db.notify import CHANNEL, PURCHASE, Notice
 from punchcard.settings import Settings
+from punchcard.sweeper import ledger_check
 from punchcard.sweeper.delivery import Deliverer
 from punchcard.sweeper.senders import Reminder, Sender, SendFailed, sender_from_settings
 
@@ -107,6 +110,12 @@ class Sweeper:
             )
             listener.start()
         delivering = None if once else asyncio.create_task(self._deliver_until_stopped())
+        interval = self.settings.check_interval_seconds
+        checking = None
+        if not once and interval > 0:
+            checking = asyncio.create_task(
+                ledger_check.run_until_stopped(self.url, interval=interval, stop=self._stop)
+            )
         try:
             await self._run(once=once)
             if once:
@@ -115,6 +124,9 @@ class Sweeper:
             if delivering is not None:
                 self.stop("sweeper done")
                 await delivering
+            if checking is not None:
+                self.stop("sweeper done")
+                await checking
             if listener is not None:
                 await listener.stop()
             await self.deliverer.aclose()

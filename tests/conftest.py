@@ -18,6 +18,7 @@ import httpx
 import pytest
 from starlette.applications import Starlette
 
+from punchcard.db import integrity
 from punchcard.db.embedded import EmbeddedPostgres
 from punchcard.db.migrate import upgrade
 from punchcard.gql.auth import issue_token
@@ -88,21 +89,68 @@ def template_url(pg_server: str) -> str:
     return url
 
 
+# After every test that made a database, the ledger's invariants (db/integrity.py) are
+# checked on it and any drift fails the test: every test doubles as a check that nothing
+# it did skewed the books. PUNCHCARD_TEST_LEDGER_CHECK=0 turns it off;
+# PUNCHCARD_TEST_LEDGER_CHECK_SKIP=a,b leaves invariants out; a test that plants drift
+# on purpose is marked ``@pytest.mark.drift_planted``.
+LEDGER_CHECK = os.environ.get("PUNCHCARD_TEST_LEDGER_CHECK", "1").lower() not in {
+    "0",
+    "false",
+    "no",
+    "off",
+}
+LEDGER_CHECK_SKIP = tuple(
+    name.strip()
+    for name in os.environ.get("PUNCHCARD_TEST_LEDGER_CHECK_SKIP", "").split(",")
+    if name.strip()
+)
+DRIFT_PLANTED = "drift_planted"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", f"{DRIFT_PLANTED}: the test breaks the ledger on purpose (no ledger check after)"
+    )
+
+
+async def ledger_drifts(url: str) -> list[integrity.Drift]:
+    """The invariants on database ``url``, as the test server's superuser (it sees every
+    trainer's rows: row-level security does not apply to it)."""
+    conn = await asyncpg.connect(url)
+    try:
+        return await integrity.check(conn, skip=LEDGER_CHECK_SKIP)
+    finally:
+        await conn.close()
+
+
 @pytest.fixture
-async def db_url(pg_server: str, template_url: str) -> AsyncIterator[str]:
-    """A fresh, migrated database for this test (a copy of the template)."""
+async def db_url(
+    pg_server: str, template_url: str, request: pytest.FixtureRequest
+) -> AsyncIterator[str]:
+    """A fresh, migrated database for this test (a copy of the template); its ledger is
+    checked after the test (LEDGER_CHECK)."""
     name = f"t_{os.getpid()}_{next(_numbers)}"
     admin = await asyncpg.connect(pg_server)
     try:
         await admin.execute(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE}")
     finally:
         await admin.close()
-    yield database_url(pg_server, name)
-    admin = await asyncpg.connect(pg_server)
+    url = database_url(pg_server, name)
+    yield url
     try:
-        await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        if LEDGER_CHECK and request.node.get_closest_marker(DRIFT_PLANTED) is None:
+            drifts = await ledger_drifts(url)
+            if drifts:
+                lines = "\n".join(f"  [{d.invariant}] {d.line()}" for d in drifts[:50])
+                more = f"\n  ... and {len(drifts) - 50} more" if len(drifts) > 50 else ""
+                pytest.fail(f"the ledger drifted during the test:\n{lines}{more}", pytrace=False)
     finally:
-        await admin.close()
+        admin = await asyncpg.connect(pg_server)
+        try:
+            await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        finally:
+            await admin.close()
 
 
 @pytest.fixture

@@ -116,6 +116,7 @@ async def test_one_connection_switches_between_trainers(settings: Settings) -> N
             assert seen == ({trainer} if trainer else set())
 
 
+@pytest.mark.drift_planted  # it bumps revisions behind the ledger's back, on purpose
 async def test_unfiltered_writes_reach_only_the_scoped_trainer(
     tenants: Tenants, db: asyncpg.Connection
 ) -> None:
