@@ -28,6 +28,14 @@ from tests.refusals import ME, refused, unchanged
 ACTOR = "trainer:trainer-a"
 
 
+async def lapse(db: asyncpg.Connection, purchase: str) -> None:
+    """Setup: the package's expiry passed a day ago, and no sweeper has marked it yet."""
+    await db.execute(
+        "UPDATE purchases SET expires_at = now() - interval '1 day' WHERE id = $1",
+        row_id(purchase),
+    )
+
+
 # --- cancel -------------------------------------------------------------------------------
 
 
@@ -137,6 +145,42 @@ async def test_cancel_refuses_a_target_without_room_or_of_the_wrong_kind(
             "BAD_USER_INPUT"
         )
         assert await refused(other, CANCEL_PACKAGE, id=old["id"]) == "NOT_FOUND"
+    lapsed = await package(api, cid, total=3, expires=at(days=1))
+    await lapse(db, lapsed["id"])
+    async with unchanged(db):
+        assert await refused(api, CANCEL_PACKAGE, id=lapsed["id"]) == "PURCHASE_EXPIRED"
+        assert await refused(api, FREEZE, id=lapsed["id"]) == "PURCHASE_EXPIRED"
+        assert await refused(api, CANCEL_PACKAGE, id=old["id"], to=lapsed["id"]) == (
+            "PURCHASE_EXPIRED"
+        )
+    await assert_ledger_replays(db)
+
+
+async def test_two_cancels_moving_bookings_into_one_package_never_overfill_it(
+    api: Api, db: asyncpg.Connection
+) -> None:
+    """Each locks its package and the target in id order: no deadlock, and the target's
+    room (3) takes one package's bookings (2), never both (4)."""
+    cid = await client(api)
+    first, second = await package(api, cid, total=5), await package(api, cid, total=5)
+    target = await package(api, cid, total=3)
+    for each in (first, second):
+        for d in (1, 2):
+            await booking(api, cid, each["id"], start=at(days=d))
+    results = await asyncio.gather(
+        *(api.post(CANCEL_PACKAGE, id=p["id"], to=target["id"]) for p in (second, first))
+    )
+    done = [r for r in results if "errors" not in r]
+    assert len(done) == 1
+    (failed,) = [r for r in results if "errors" in r]
+    assert failed["errors"][0]["extensions"]["code"] == "NO_SESSIONS_AVAILABLE"
+    held = await db.fetchval(
+        "SELECT sessions_held FROM purchases WHERE id = $1", row_id(target["id"])
+    )
+    linked = await db.fetchval(
+        "SELECT count(*) FROM bookings WHERE purchase_id = $1", row_id(target["id"])
+    )
+    assert held == linked == 2
     await assert_ledger_replays(db)
 
 
@@ -329,7 +373,8 @@ async def test_transfer_refusals_change_nothing(
     sold = await package(api, cid, total=5)
     await api.data(USE, id=sold["id"])
     fresh = await package(api, cid, total=3)
-    lapsed = await package(api, cid, total=3, expires=at(days=-1))
+    lapsed = await package(api, cid, total=3, expires=at(days=1))
+    await lapse(db, lapsed["id"])
     gone = await package(api, cid, total=3)
     await api.data(CANCEL_PACKAGE, id=gone["id"])
     their_client = (await other.data('mutation { createClient(input: {name: "Z"}) { id } }'))[
