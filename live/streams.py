@@ -38,11 +38,14 @@ NO_REVISIONS = 2**31 - 1
 
 
 def _as_of(purchase: Row, entry: Row) -> Purchase:
-    """The package right after ``entry``: its count and revision then, the rest as now."""
+    """The package right after ``entry``: its counts and revision then, the rest as now
+    (a transfer changes the total, a hold the held count)."""
     return Purchase.from_row(
         {
             **purchase,
             "sessions_used": entry["sessions_used_after"],
+            "sessions_held": entry["sessions_held_after"],
+            "sessions_total": entry["sessions_total_after"],
             "revision": entry["revision"],
         }
     )

@@ -5,7 +5,10 @@ first the completions (``db.bookings.sweep_batch``: one statement claims a batch
 ``FOR UPDATE SKIP LOCKED`` and moves it to COMPLETED, one more charges the packages,
 writes the ledger and notifies, all in one transaction: rule 3, the same ``SETTLE``
 as ``completeBooking``), then the reminders (``db.reminders``: claim, send, mark), then
-the idempotency keys past ``PUNCHCARD_IDEMPOTENCY_RETENTION_DAYS`` (``db.idempotency``).
+the idempotency keys past ``PUNCHCARD_IDEMPOTENCY_RETENTION_DAYS`` (``db.idempotency``),
+then the package lifecycle's passes (``db.lifecycle``): frozen packages whose
+``frozen_until`` passed thaw, then ACTIVE packages past their expiry become EXPIRED, each
+batch claimed with ``SKIP LOCKED`` and changed by one statement with its ledger entries.
 Beside the passes, every ``PUNCHCARD_CHECK_INTERVAL_SECONDS`` it checks the ledger's
 invariants (``sweeper/ledger_check.py``: logs each drift, sets a gauge).
 Between passes the sweeper waits for the first of: a NOTIFY on the change channel

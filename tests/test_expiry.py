@@ -20,6 +20,7 @@ from tests.helpers import COMPLETE, USE, at, booking, client, iso, package, row_
 from tests.lifecycle import (
     EXTEND,
     FREEZE,
+    UNFREEZE,
     assert_ledger_replays,
     entries,
     event_types,
@@ -228,4 +229,58 @@ async def test_a_sweeper_process_expiring_packages_races_the_tabs(
         kinds = [e["kind"] for e in await entries(db, each["id"])]
         assert kinds[-1] == "EXPIRE" and kinds.count("EXPIRE") == 1
         assert (await event_types(db, each["id"])).count("purchase.expired") == 1
+    await assert_ledger_replays(db)
+
+
+async def test_a_sweeper_process_thawing_packages_races_tabs_unfreezing_them(
+    api: Api, db: asyncpg.Connection, db_url: str
+) -> None:
+    """Each package thaws once, by the sweeper (a real process, its clock two hours ahead)
+    or by a tab's unfreezePackage, whichever locks it first; the other finds it thawed."""
+    sold = [await package(api, total=5, expires=at(days=30)) for _ in range(10)]
+    for each in sold:
+        await api.data(FREEZE, id=each["id"], until=iso(at(hours=1)))
+    env = child_env(DATABASE_URL=db_url, PUNCHCARD_SWEEP_BATCH_SIZE="2")
+    sweeping = asyncio.create_task(
+        asyncio.to_thread(
+            subprocess.run,
+            [*punchcard_command(), "sweep", "--once", "--now", iso(at(hours=2))],
+            env=env,
+            capture_output=True,
+            timeout=120,
+        )
+    )
+    results = await asyncio.gather(
+        *(api.post(UNFREEZE, id=p["id"]) for p in sold for _ in range(2)),
+        *(api.post(USE, id=p["id"]) for p in sold),
+    )
+    swept = await sweeping
+    assert swept.returncode == 0, swept.stderr.decode()
+    unfreezes, uses = results[:20], results[20:]
+    assert sum(1 for r in unfreezes if "errors" not in r) <= 10
+    assert {r["errors"][0]["extensions"]["code"] for r in unfreezes if "errors" in r} <= {
+        "INVALID_TRANSITION"
+    }
+    assert {r["errors"][0]["extensions"]["code"] for r in uses if "errors" in r} <= {
+        "PURCHASE_FROZEN"
+    }
+    for each in sold:
+        ledger = await entries(db, each["id"])
+        (thaw,) = [e for e in ledger if e["kind"] == "UNFREEZE"]
+        assert (await current(api, each["id"]))["status"] == "ACTIVE"
+        detail = thaw["detail"]
+        moved = datetime.fromisoformat(detail["expiresAtAfter"]) - datetime.fromisoformat(
+            detail["expiresAtBefore"]
+        )
+        frozen_at = datetime.fromisoformat(detail["frozenAt"])
+        if thaw["actor"] == "sweeper":
+            assert moved == datetime.fromisoformat(detail["frozenUntil"]) - frozen_at
+        else:  # a tab, before the hour was up: frozen from frozenAt to its commit
+            assert thaw["actor"] == "trainer:trainer-a"
+            unfrozen_at = await db.fetchval(
+                "SELECT created_at FROM session_ledger WHERE purchase_id = $1"
+                " AND kind = 'UNFREEZE'",
+                row_id(each["id"]),
+            )
+            assert moved == unfrozen_at - frozen_at
     await assert_ledger_replays(db)

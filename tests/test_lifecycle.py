@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import asyncio
 from datetime import datetime
+from pathlib import Path
 
 import asyncpg
 import pytest
 
 from tests.conftest import Api
-from tests.helpers import USE, at, booking, client, iso, package, row_id
+from tests.helpers import CREATE_CLIENT, SELL, USE, at, booking, client, iso, package, row_id
 from tests.lifecycle import (
     CANCEL_PACKAGE,
     EXTEND,
@@ -23,9 +24,18 @@ from tests.lifecycle import (
     entries,
     event_types,
 )
+from tests.live import http_client, serve_env, servers, socket, token
 from tests.refusals import ME, refused, unchanged
 
 ACTOR = "trainer:trainer-a"
+
+
+async def lapse(db: asyncpg.Connection, purchase: str) -> None:
+    """Setup: the package's expiry passed a day ago, and no sweeper has marked it yet."""
+    await db.execute(
+        "UPDATE purchases SET expires_at = now() - interval '1 day' WHERE id = $1",
+        row_id(purchase),
+    )
 
 
 # --- cancel -------------------------------------------------------------------------------
@@ -137,6 +147,42 @@ async def test_cancel_refuses_a_target_without_room_or_of_the_wrong_kind(
             "BAD_USER_INPUT"
         )
         assert await refused(other, CANCEL_PACKAGE, id=old["id"]) == "NOT_FOUND"
+    lapsed = await package(api, cid, total=3, expires=at(days=1))
+    await lapse(db, lapsed["id"])
+    async with unchanged(db):
+        assert await refused(api, CANCEL_PACKAGE, id=lapsed["id"]) == "PURCHASE_EXPIRED"
+        assert await refused(api, FREEZE, id=lapsed["id"]) == "PURCHASE_EXPIRED"
+        assert await refused(api, CANCEL_PACKAGE, id=old["id"], to=lapsed["id"]) == (
+            "PURCHASE_EXPIRED"
+        )
+    await assert_ledger_replays(db)
+
+
+async def test_two_cancels_moving_bookings_into_one_package_never_overfill_it(
+    api: Api, db: asyncpg.Connection
+) -> None:
+    """Each locks its package and the target in id order: no deadlock, and the target's
+    room (3) takes one package's bookings (2), never both (4)."""
+    cid = await client(api)
+    first, second = await package(api, cid, total=5), await package(api, cid, total=5)
+    target = await package(api, cid, total=3)
+    for each in (first, second):
+        for d in (1, 2):
+            await booking(api, cid, each["id"], start=at(days=d))
+    results = await asyncio.gather(
+        *(api.post(CANCEL_PACKAGE, id=p["id"], to=target["id"]) for p in (second, first))
+    )
+    done = [r for r in results if "errors" not in r]
+    assert len(done) == 1
+    (failed,) = [r for r in results if "errors" in r]
+    assert failed["errors"][0]["extensions"]["code"] == "NO_SESSIONS_AVAILABLE"
+    held = await db.fetchval(
+        "SELECT sessions_held FROM purchases WHERE id = $1", row_id(target["id"])
+    )
+    linked = await db.fetchval(
+        "SELECT count(*) FROM bookings WHERE purchase_id = $1", row_id(target["id"])
+    )
+    assert held == linked == 2
     await assert_ledger_replays(db)
 
 
@@ -329,7 +375,8 @@ async def test_transfer_refusals_change_nothing(
     sold = await package(api, cid, total=5)
     await api.data(USE, id=sold["id"])
     fresh = await package(api, cid, total=3)
-    lapsed = await package(api, cid, total=3, expires=at(days=-1))
+    lapsed = await package(api, cid, total=3, expires=at(days=1))
+    await lapse(db, lapsed["id"])
     gone = await package(api, cid, total=3)
     await api.data(CANCEL_PACKAGE, id=gone["id"])
     their_client = (await other.data('mutation { createClient(input: {name: "Z"}) { id } }'))[
@@ -397,3 +444,57 @@ async def test_lifecycle_changes_through_an_api_key_are_integration(
     (entry,) = await entries(db, sold["id"])
     assert entry["source"] == "INTEGRATION"
     assert entry["actor"] == f"api_key:{row_id(created['createApiKey']['apiKey']['id'])}"
+
+
+# --- open tabs ----------------------------------------------------------------------------
+
+LIVE_PACKAGE = """
+subscription($id: ID!, $after: Int) {
+  purchaseUpdated(purchaseId: $id, afterRevision: $after) {
+    revision snapshot purchase { sessionsTotal sessionsUsed sessionsAvailable status revision }
+  }
+}"""
+
+
+async def test_open_tabs_see_each_lifecycle_change_with_the_counts_as_of_it(
+    db_url: str, tmp_path: Path
+) -> None:
+    """A real server: a subscriber to the package gets one message per entry, the
+    transfer's new total and the freeze's status included."""
+    bearer = token("trainer-a")
+    with servers(serve_env(db_url), tmp_path, 1) as (url,):
+        async with http_client(url, bearer) as http:
+            giver = (await http.data(CREATE_CLIENT, name="Giver"))["createClient"]["id"]
+            taker = (await http.data(CREATE_CLIENT, name="Taker"))["createClient"]["id"]
+            sold = (await http.data(SELL, client=giver, total=10, expires=iso(at(days=30))))[
+                "sellPackage"
+            ]["id"]
+            async with socket(url, bearer) as sock:
+                await sock.subscribe("p", LIVE_PACKAGE, id=sold)
+                first = (await sock.data("p"))["purchaseUpdated"]
+                assert (first["revision"], first["snapshot"]) == (0, True)
+                await http.data(TRANSFER, **{"from": sold, "to": taker, "sessions": 3})
+                moved = (await sock.data("p"))["purchaseUpdated"]
+                await http.data(FREEZE, id=sold)
+                frozen = (await sock.data("p"))["purchaseUpdated"]
+            await http.data(UNFREEZE, id=sold)
+            await http.data(TRANSFER, **{"from": sold, "to": taker, "sessions": 2})
+            async with socket(url, bearer) as sock:  # a tab coming back replays the gap
+                await sock.subscribe("p", LIVE_PACKAGE, id=sold, after=0)
+                replayed = [(await sock.data("p"))["purchaseUpdated"] for _ in range(4)]
+    # each message has the counts as of its entry (the total before the second transfer)
+    assert [(u["revision"], u["purchase"]["sessionsTotal"]) for u in replayed] == [
+        (1, 7),
+        (2, 7),
+        (3, 7),
+        (4, 5),
+    ]
+    assert (moved["revision"], frozen["revision"]) == (1, 2)
+    assert moved["purchase"] == {
+        "sessionsTotal": 7,
+        "sessionsUsed": 0,
+        "sessionsAvailable": 7,
+        "status": "ACTIVE",
+        "revision": 1,
+    }
+    assert (frozen["purchase"]["sessionsTotal"], frozen["purchase"]["status"]) == (7, "FROZEN")
