@@ -437,6 +437,7 @@ bookings.append_constraint(
         ["charge_entry_id", "id"],
         ["session_ledger.id", "session_ledger.booking_id"],
         name="bookings_charge_entry",
+        use_alter=True,  # bookings and session_ledger name each other
     )
 )
 bookings.append_constraint(UniqueConstraint("charge_entry_id", name="bookings_charge_entry_once"))
