@@ -429,9 +429,12 @@ async def test_sweeper_changes_reach_live_subscribers_of_a_serve_process(
                     end=iso(at(hours=-2)),
                 )
                 booked = created["createBooking"]["id"]
-                # the back-filled booking wakes the sweeper, which completes and charges it
+                # the booking holds a session; the back-filled booking wakes the sweeper,
+                # which completes it and turns the hold into a use
+                held = (await sock.data("p"))["purchaseUpdated"]
+                assert (held["revision"], held["purchase"]["sessionsUsed"]) == (1, 0)
                 update = (await sock.data("p"))["purchaseUpdated"]
-                assert (update["revision"], update["purchase"]["sessionsUsed"]) == (1, 1)
+                assert (update["revision"], update["purchase"]["sessionsUsed"]) == (2, 1)
                 assert update["entry"]["source"] == "SWEEPER"
                 seen: list[tuple[str, str, bool]] = []
                 while (booked, "COMPLETED", True) not in seen:
