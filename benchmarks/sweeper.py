@@ -64,6 +64,26 @@ SEED = [
            SELECT now() - interval '60 days' + (g * 10000 + c.k) * interval '1 second' AS starts
              FROM generate_series(1, $1::int) AS g) AS s
     """,
+    # Bookings inserted here hold their sessions as createBooking's would (one HOLD entry per
+    # package, as migration 0007 recorded existing holds; tests/helpers.HOLD_SEEDED).
+    """
+    WITH held AS (
+        SELECT purchase_id, count(*)::int AS n FROM bookings
+         WHERE status = 'CONFIRMED' AND purchase_id IS NOT NULL AND $1::int > 0
+         GROUP BY purchase_id
+    ), taken AS (
+        UPDATE purchases AS p SET sessions_held = h.n, revision = p.revision + 1
+          FROM held AS h WHERE p.id = h.purchase_id
+        RETURNING p.id, p.trainer_id, p.revision, p.sessions_used, p.sessions_held,
+                  p.sessions_total
+    )
+    INSERT INTO session_ledger
+        (trainer_id, purchase_id, kind, delta, held_delta, sessions_used_after,
+         sessions_held_after, sessions_total_after, revision, source, actor, reason)
+    SELECT trainer_id, id, 'HOLD', 0, sessions_held, sessions_used, sessions_held,
+           sessions_total, revision, 'MANUAL', 'bench', 'seeded bookings hold their sessions'
+      FROM taken
+    """,
 ]
 
 DUE = f"""
@@ -115,7 +135,8 @@ async def verify(conn: asyncpg.Connection, total: int) -> tuple[int, int]:
                count(*) FILTER (WHERE charged) AS charged,
                count(*) FILTER (WHERE unpaid) AS unpaid,
                (SELECT coalesce(sum(delta), 0) FROM session_ledger) AS ledger,
-               (SELECT count(DISTINCT booking_id) FROM session_ledger) AS ledger_bookings,
+               (SELECT count(DISTINCT booking_id) FILTER (WHERE delta <> 0) FROM session_ledger)
+                   AS ledger_bookings,
                (SELECT sum(sessions_used) FROM purchases) AS used
           FROM bookings
         """
@@ -177,6 +198,7 @@ async def main(total: int, batch: int) -> None:
                     await seed.execute(SEED[1], clients)
                     await seed.execute(SEED[2], PER_CLIENT)
                     await seed.execute(SEED[3], PER_CLIENT)
+                    await seed.execute(SEED[4], PER_CLIENT)
                     await seed.execute("VACUUM ANALYZE")
                 finally:
                     await seed.close()

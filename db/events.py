@@ -25,6 +25,8 @@ from punchcard.db.types import Acquirer, Executor, Queryable, Row
 TYPES = (
     "session.used",
     "session.released",
+    "session.held",
+    "session.unheld",
     "booking.created",
     "booking.completed",
     "booking.no_show",

@@ -15,7 +15,7 @@ import asyncpg
 
 from punchcard.db import checks, idempotency
 from punchcard.db.errors import Code, DomainError, bad_input, not_found
-from punchcard.db.notify import PURCHASE, notify_sql
+from punchcard.db.notify import BOOKINGS, PURCHASE, notify_sql
 from punchcard.db.types import Executor, Row
 
 PURCHASE_COLUMNS = (
@@ -24,6 +24,9 @@ PURCHASE_COLUMNS = (
 )
 MAX_SESSIONS = 1000
 MAX_REASON = 1000
+# releaseSession runs again when a concurrent change moved the package under it (every
+# lost race is another caller's committed change; the bound only stops a pathological storm).
+MAX_RACES = 50
 
 NOTIFY_CHANGED = notify_sql(
     trainer="c.trainer_id", kind=PURCHASE, id="c.id", r="c.revision", l="e.id"
@@ -61,6 +64,7 @@ SELECT c.*, e.id AS ledger_id,
        cur.sessions_used + cur.sessions_held >= cur.sessions_total
            AND cur.sessions_used < cur.sessions_total AS all_held,
        cur.sessions_used + cur.sessions_held < cur.sessions_total AS had_room,
+       false AS raced,
        k.request AS key_request, k.result AS key_result
   FROM (SELECT 1) AS one
   LEFT JOIN (changed AS c CROSS JOIN entry AS e CROSS JOIN notified AS n) ON true
@@ -83,7 +87,80 @@ USE_SESSION = _ADJUST.format(
     guard="p.sessions_used + p.sessions_held < p.sessions_total AND p.status = 'ACTIVE' "
     "AND (p.expires_at IS NULL OR p.expires_at > now())",
 )
-RELEASE_SESSION = _ADJUST.format(op="-", kind="RELEASE", guard="p.sessions_used > 0")
+# releaseSession (Reinstate) gives back a manual use first: while the package's used
+# sessions outnumber its charged bookings, the RELEASE names no booking. Otherwise it
+# releases the charge of the package's most recently charged booking: the entry names that
+# booking, which becomes uncharged (its status stays), so a later reopen or cancel refunds
+# nothing and a later complete charges once. The booking is locked before the package (the
+# order transitions use) and the decision is read from the statement's snapshot, so the
+# UPDATE applies only while the package is still at the revision that snapshot saw; a
+# concurrent change makes ``raced`` true and the caller runs the statement again.
+RELEASE_SESSION = f"""
+WITH seen AS (
+    SELECT p.revision, p.sessions_used,
+           p.sessions_used > (SELECT count(*) FROM bookings AS b
+                               WHERE b.purchase_id = p.id AND b.charge_entry_id IS NOT NULL)
+               AS manual
+      FROM purchases AS p
+     WHERE p.id = $1 AND p.trainer_id = $2
+), charge AS (
+    SELECT b.id FROM bookings AS b
+     WHERE b.purchase_id = $1 AND b.trainer_id = $2 AND b.charge_entry_id IS NOT NULL
+       AND NOT coalesce((SELECT manual FROM seen), true)
+     ORDER BY b.charge_entry_id DESC
+     LIMIT 1
+       FOR UPDATE
+), changed AS (
+    UPDATE purchases AS p
+       SET sessions_used = p.sessions_used - 1,
+           revision = p.revision + 1,
+           updated_at = now()
+     WHERE p.id = $1
+       AND p.trainer_id = $2
+       AND p.sessions_used > 0
+       AND p.revision = (SELECT revision FROM seen)
+       AND ((SELECT manual FROM seen) OR EXISTS (SELECT 1 FROM charge))
+       AND {idempotency.unused_sql(trainer="$2", key="$6")}
+    RETURNING p.{PURCHASE_COLUMNS.replace(", ", ", p.")}
+), entry AS (
+    INSERT INTO session_ledger
+        (trainer_id, purchase_id, kind, delta, sessions_used_after, sessions_held_after,
+         sessions_total_after, revision, source, booking_id, actor, reason, idempotency_key)
+    SELECT c.trainer_id, c.id, 'RELEASE', -1, c.sessions_used, c.sessions_held,
+           c.sessions_total, c.revision, $3, (SELECT id FROM charge), $4, $5, $6
+      FROM changed AS c
+    RETURNING id, booking_id
+), uncharged AS (
+    UPDATE bookings AS b
+       SET charge_entry_id = NULL, charged = false,
+           changed_by = $4, change_source = $3, updated_at = now()
+      FROM entry AS e
+     WHERE b.id = e.booking_id
+    RETURNING b.trainer_id
+), remembered AS (
+    {idempotency.remember_sql(changed="changed", key="$6", request="$7")}
+), notified AS (
+    SELECT {NOTIFY_CHANGED}
+      FROM changed AS c, entry AS e
+    UNION ALL
+    SELECT {notify_sql(trainer="u.trainer_id", kind=BOOKINGS, n="count(*)")}
+      FROM uncharged AS u
+     GROUP BY u.trainer_id
+)
+SELECT c.*, e.id AS ledger_id, e.booking_id AS released_booking_id,
+       cur.id IS NOT NULL AS found,
+       cur.status AS current_status,
+       false AS expired,
+       false AS all_held,
+       false AS had_room,
+       c.id IS NULL AND coalesce((SELECT sessions_used FROM seen), 0) > 0 AS raced,
+       (SELECT count(*) FROM notified) AS notices,
+       k.request AS key_request, k.result AS key_result
+  FROM (SELECT 1) AS one
+  LEFT JOIN (changed AS c CROSS JOIN entry AS e) ON true
+  LEFT JOIN purchases AS cur ON c.id IS NULL AND cur.id = $1 AND cur.trainer_id = $2
+  {idempotency.stored_join_sql(alias="k", unless="c.id IS NULL", trainer="$2", key="$6")}
+"""
 
 
 async def _adjust(
@@ -101,16 +178,27 @@ async def _adjust(
 ) -> Row:
     if reason is not None:
         checks.text("reason", reason, max_length=MAX_REASON)
-    try:
-        row = await db.fetchrow(sql, purchase_id, trainer_id, source, actor, reason, key, request)
-    except asyncpg.UniqueViolationError:
-        # A concurrent call with the same key committed first; ours rolled back whole.
-        assert key is not None
-        first = await idempotency.first_result(db, trainer_id=trainer_id, key=key, request=request)
-        if first is None:  # pragma: no cover - the violation proves the key exists
-            raise
-        return first
-    assert row is not None
+    for _ in range(MAX_RACES):
+        try:
+            row = await db.fetchrow(
+                sql, purchase_id, trainer_id, source, actor, reason, key, request
+            )
+        except asyncpg.UniqueViolationError:
+            # A concurrent call with the same key committed first; ours rolled back whole.
+            assert key is not None
+            first = await idempotency.first_result(
+                db, trainer_id=trainer_id, key=key, request=request
+            )
+            if first is None:  # pragma: no cover - the violation proves the key exists
+                raise
+            return first
+        assert row is not None
+        if not row["raced"] or row["key_request"] is not None:
+            break
+    else:
+        raise DomainError(
+            Code.SERVICE_UNAVAILABLE, "this package kept changing under concurrent callers; retry"
+        )
     if row["id"] is not None:
         return row
     if key is not None and row["key_request"] is not None:

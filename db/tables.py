@@ -426,6 +426,30 @@ Index(
     session_ledger.c.id,
 )
 
+# Migration 0008 (booking charges): a booking's charge is its outstanding USE entry.
+session_ledger.append_constraint(
+    UniqueConstraint("id", "booking_id", name="session_ledger_id_booking")
+)
+bookings.append_column(Column("charge_entry_id", BigInteger))
+bookings.append_constraint(
+    ForeignKeyConstraint(
+        ["charge_entry_id", "id"],
+        ["session_ledger.id", "session_ledger.booking_id"],
+        name="bookings_charge_entry",
+        use_alter=True,  # bookings and session_ledger name each other
+    )
+)
+bookings.append_constraint(UniqueConstraint("charge_entry_id", name="bookings_charge_entry_once"))
+bookings.append_constraint(
+    CheckConstraint("charged = (charge_entry_id IS NOT NULL)", name="bookings_charged_by_entry")
+)
+Index(
+    "bookings_purchase_charges",
+    bookings.c.purchase_id,
+    bookings.c.charge_entry_id,
+    postgresql_where=text("charge_entry_id IS NOT NULL"),
+)
+
 # Migration 0010 (the ledger checks itself): an entry belongs to its package's trainer, a
 # booking's package to the booking's trainer and client (composite foreign keys).
 purchases.append_constraint(UniqueConstraint("id", "trainer_id", name="purchases_id_trainer"))

@@ -27,6 +27,11 @@ class CreateBookingInput:
     ends_at: datetime
     purchase_id: strawberry.ID | None = None
     auto_assign_package: bool | None = None
+    allow_overbook: bool | None = strawberry.field(
+        default=None,
+        description="Book on the named package even when none of its sessions is available: "
+        "it holds one anyway and the booking is flagged overbooked.",
+    )
 
 
 @strawberry.type
@@ -107,7 +112,7 @@ async def _move(
     *,
     allowed_from: tuple[str, ...],
     to_status: str,
-    late_cancel: bool = False,
+    late_cancel: bool | None = False,
     key: str | None = None,
     operation: str,
 ) -> Booking:
@@ -130,8 +135,9 @@ async def _move(
 @strawberry.type
 class Mutation:
     @strawberry.mutation(
-        description="Book a session, linked to the named package or (autoAssignPackage) the "
-        "client's active package with sessions left that expires soonest."
+        description="Book a session holding one session of the named package or "
+        "(autoAssignPackage) of the client's ACTIVE package with a session available at its "
+        "start that expires soonest, then has the fewest available (assignedReason says why)."
     )
     async def create_booking(self, info: Info, input: CreateBookingInput) -> Booking:
         writer = info.context.writer()
@@ -143,6 +149,7 @@ class Mutation:
                 None if input.purchase_id is None else decode(Kind.PURCHASE, input.purchase_id)
             ),
             auto_assign=bool(input.auto_assign_package),
+            allow_overbook=bool(input.allow_overbook),
             starts_at=input.starts_at,
             ends_at=input.ends_at,
             actor=writer.actor,
@@ -151,7 +158,8 @@ class Mutation:
         return Booking.from_row(row)
 
     @strawberry.mutation(
-        description="CONFIRMED -> COMPLETED, charging its package once (however many tabs ask)."
+        description="CONFIRMED -> COMPLETED, charging its package once (however many tabs ask); "
+        "a booking that has not started is BOOKING_NOT_STARTED."
     )
     async def complete_booking(
         self, info: Info, id: strawberry.ID, idempotency_key: str | None = None
@@ -165,7 +173,9 @@ class Mutation:
             operation="completeBooking",
         )
 
-    @strawberry.mutation(description="CONFIRMED -> NO_SHOW; a no-show uses its session.")
+    @strawberry.mutation(
+        description="CONFIRMED -> NO_SHOW; a no-show uses its session (once it has started)."
+    )
     async def mark_no_show(self, info: Info, id: strawberry.ID) -> Booking:
         return await _move(
             info, id, allowed_from=("CONFIRMED",), to_status="NO_SHOW", operation="markNoShow"
@@ -173,7 +183,8 @@ class Mutation:
 
     @strawberry.mutation(
         description="Cancel. A late cancel uses the session; cancelling a charged booking "
-        "(not late) refunds it."
+        "(not late) refunds it. lateCancel omitted: late iff the trainer's lateCancelHours is "
+        "set and the booking is CONFIRMED and starts within that many hours (or has started)."
     )
     async def cancel_booking(
         self, info: Info, id: strawberry.ID, late_cancel: bool | None = None
@@ -183,11 +194,14 @@ class Mutation:
             id,
             allowed_from=("CONFIRMED", "COMPLETED", "NO_SHOW"),
             to_status="CANCELLED",
-            late_cancel=bool(late_cancel),
+            late_cancel=late_cancel,
             operation="cancelBooking",
         )
 
-    @strawberry.mutation(description="Back to CONFIRMED, refunding its session if charged.")
+    @strawberry.mutation(
+        description="Back to CONFIRMED, refunding its session if charged, and holding one "
+        "again (overbooked when the package has none available)."
+    )
     async def reopen_booking(self, info: Info, id: strawberry.ID) -> Booking:
         return await _move(
             info,

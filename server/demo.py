@@ -49,6 +49,8 @@ async def seed(database_url: str) -> str:
                     client_id=client["id"],
                     purchase_id=package["id"] if day % 2 == 0 else None,
                     auto_assign=day % 2 != 0,
+                    # small packages fill up: the named ones book anyway, flagged overbooked
+                    allow_overbook=day % 2 == 0,
                     starts_at=starts,
                     ends_at=starts + timedelta(hours=1),
                 )

@@ -239,7 +239,8 @@ class World:
     used_up: str  # 1 session, used
     expired: str  # expired yesterday, none used
     offer: str
-    confirmed: str  # booking on `purchase`
+    confirmed: str  # booking on `purchase`, in two days (it holds one of its sessions)
+    started: str  # CONFIRMED, started an hour ago, no package (completeBooking / markNoShow)
     completed: str  # charged to `purchase` (idempotency key `complete_key`)
     cancelled: str
     api_key: str
@@ -270,6 +271,7 @@ async def build_world(api: Api, name: str = "Ada") -> World:
     await api.data(COMPLETE, id=completed["id"], key=complete_key)
     cancelled = await booking(api, cid, sold["id"], start=at(days=3))
     await api.data(CANCEL, id=cancelled["id"])
+    started = await booking(api, other_client, start=at(hours=-1))
     created = (await api.data(CREATE_KEY, name=f"{name}'s widget"))["createApiKey"]
     stripe_account = f"acct_{name}Studio"
     await api.data(CONNECT_STRIPE, account=stripe_account)
@@ -285,6 +287,7 @@ async def build_world(api: Api, name: str = "Ada") -> World:
         expired=expired["id"],
         offer=offer["createOffer"]["id"],
         confirmed=confirmed["id"],
+        started=started["id"],
         completed=completed["id"],
         cancelled=cancelled["id"],
         api_key=created["apiKey"]["id"],
@@ -297,8 +300,9 @@ async def build_world(api: Api, name: str = "Ada") -> World:
     )
 
 
-# A new booking's times (bookings may be anywhere in time).
-WINDOW = {"start": "2030-01-07T10:00:00+00:00", "end": "2030-01-07T11:00:00+00:00"}
+# A new booking's times (bookings may be anywhere in time; this one is in the packages'
+# validity, so naming `purchase` takes a hold).
+WINDOW = {"start": iso(at(days=7)), "end": iso(at(days=7, hours=1))}
 
 
 # --- every mutation and query, with arguments that work for the world's owner ---------------
@@ -315,8 +319,8 @@ MUTATIONS: dict[str, tuple[str, Variables]] = {
         CREATE_BOOKING,
         lambda w: {"client": w.client, "purchase": w.purchase, **WINDOW},
     ),
-    "completeBooking": (COMPLETE, lambda w: {"id": w.confirmed}),
-    "markNoShow": (NO_SHOW, lambda w: {"id": w.confirmed}),
+    "completeBooking": (COMPLETE, lambda w: {"id": w.started}),
+    "markNoShow": (NO_SHOW, lambda w: {"id": w.started}),
     "cancelBooking": (CANCEL, lambda w: {"id": w.confirmed}),
     "reopenBooking": (REOPEN, lambda w: {"id": w.completed}),
     "createApiKey": (CREATE_KEY, lambda w: {"name": "zap"}),
@@ -401,8 +405,8 @@ ID_SLOTS = [
         "createBooking.purchaseId", CREATE_BOOKING, "pur", lambda w: w.purchase,
         lambda w, v: {"client": w.client, "purchase": v, **WINDOW},
     ),
-    IdSlot("completeBooking.id", COMPLETE, "bkg", lambda w: w.confirmed, lambda w, v: {"id": v}),
-    IdSlot("markNoShow.id", NO_SHOW, "bkg", lambda w: w.confirmed, lambda w, v: {"id": v}),
+    IdSlot("completeBooking.id", COMPLETE, "bkg", lambda w: w.started, lambda w, v: {"id": v}),
+    IdSlot("markNoShow.id", NO_SHOW, "bkg", lambda w: w.started, lambda w, v: {"id": v}),
     IdSlot("cancelBooking.id", CANCEL, "bkg", lambda w: w.confirmed, lambda w, v: {"id": v}),
     IdSlot("reopenBooking.id", REOPEN, "bkg", lambda w: w.completed, lambda w, v: {"id": v}),
     IdSlot("revokeApiKey.id", REVOKE_KEY, "key", lambda w: w.api_key, lambda w, v: {"id": v}),

@@ -9,7 +9,7 @@ import asyncpg
 import pytest
 
 from tests.conftest import Api
-from tests.helpers import COMPLETE, RELEASE, USE, row_id
+from tests.helpers import COMPLETE, RELEASE, USE, booking, row_id
 from tests.refusals import (
     API_KEYS,
     CREATE_KEY,
@@ -117,7 +117,8 @@ async def test_changes_through_a_key_are_audited_as_integration(
     actor = f"api_key:{row_id(world.api_key)}"
     await key.data(USE, id=world.untouched, reason="webhook")
     await key.data(RELEASE, id=world.untouched)
-    done = (await key.data(COMPLETE, id=world.confirmed))["completeBooking"]
+    started = await booking(api, world.client, world.purchase)  # began two hours ago
+    done = (await key.data(COMPLETE, id=started["id"]))["completeBooking"]
     assert (done["status"], done["charged"], done["completedBy"]) == (
         "COMPLETED",
         True,
@@ -130,7 +131,7 @@ async def test_changes_through_a_key_are_audited_as_integration(
     untouched, charged, booked = (
         row_id(world.untouched),
         row_id(world.purchase),
-        row_id(world.confirmed),
+        row_id(started["id"]),
     )
     assert [tuple(r) for r in rows] == [
         (untouched, 1, "INTEGRATION", actor, None, "webhook"),

@@ -46,9 +46,12 @@ async def test_twenty_tabs_completing_one_booking_charge_it_once(
             "CALENDAR",
         )
     ledger = await ledger_of(db, sold["id"])
-    assert len(ledger) == 1
-    assert ledger[0]["booking_id"] == row_id(made["id"])
-    assert ledger[0]["source"] == "CALENDAR"
+    assert [(e["kind"], e["delta"], e["held_delta"]) for e in ledger] == [
+        ("HOLD", 0, 1),
+        ("USE", 1, -1),
+    ]
+    assert {e["booking_id"] for e in ledger} == {row_id(made["id"])}
+    assert ledger[1]["source"] == "CALENDAR"
     assert await used(db, sold["id"]) == 1
 
 
@@ -71,11 +74,12 @@ async def test_booking_on_empty_package_completes_flagged_unpaid(
     cid = await client(api)
     sold = await package(api, cid, total=1)
     await api.data(USE, id=sold["id"])
-    made = await booking(api, cid, sold["id"])
+    made = await booking(api, cid, sold["id"], overbook=True)  # nothing available: overbooked
     done = (await api.data(COMPLETE, id=made["id"]))["completeBooking"]
     assert (done["status"], done["charged"], done["unpaid"]) == ("COMPLETED", False, True)
     assert await used(db, sold["id"]) == 1
-    assert len(await ledger_of(db, sold["id"])) == 1
+    kinds = [e["kind"] for e in await ledger_of(db, sold["id"])]
+    assert kinds == ["USE", "HOLD", "UNHOLD"]  # the hold is given back: nothing to use
 
 
 async def test_no_show_and_late_cancel_charge_plain_cancel_does_not(
@@ -116,7 +120,7 @@ async def test_reopen_and_cancel_refund_through_the_ledger(
     cancelled = (await api.data(CANCEL, id=made["id"]))["cancelBooking"]
     assert (cancelled["status"], cancelled["charged"]) == ("CANCELLED", False)
     ledger = await ledger_of(db, sold["id"])
-    assert [e["delta"] for e in ledger] == [1, -1, 1, -1]
+    assert [e["delta"] for e in ledger] == [0, 1, -1, 1, -1]  # HOLD, USE, RELEASE (+hold), ...
     assert {e["booking_id"] for e in ledger} == {row_id(made["id"])}
     assert await used(db, sold["id"]) == 0
 
@@ -128,7 +132,7 @@ async def test_concurrent_reopens_refund_once(api: Api, db: asyncpg.Connection) 
     await api.data(COMPLETE, id=made["id"])
     results = await asyncio.gather(*(api.post(REOPEN, id=made["id"]) for _ in range(15)))
     assert outcomes(results) == {"ok": 15}
-    assert [e["delta"] for e in await ledger_of(db, sold["id"])] == [1, -1]
+    assert [e["delta"] for e in await ledger_of(db, sold["id"])] == [0, 1, -1]
 
 
 async def test_invalid_transitions_are_refused_and_change_nothing(
@@ -177,7 +181,7 @@ async def test_complete_with_idempotency_key_is_not_redone_after_reopen(
     assert retry["status"] == first["status"] == "COMPLETED"
     status = await db.fetchval("SELECT status FROM bookings WHERE id = $1", row_id(made["id"]))
     assert status == "CONFIRMED"  # the retry changed nothing
-    assert [e["delta"] for e in await ledger_of(db, sold["id"])] == [1, -1]
+    assert [e["delta"] for e in await ledger_of(db, sold["id"])] == [0, 1, -1]
     other_booking = await booking(api, cid, sold["id"])
     assert await api.error(COMPLETE, id=other_booking["id"], key="webhook-77") == (
         "IDEMPOTENCY_KEY_REUSED"
@@ -194,7 +198,7 @@ async def test_concurrent_completes_with_one_key_change_once(
         *(api.post(COMPLETE, id=made["id"], key="same") for _ in range(10))
     )
     assert outcomes(results) == {"ok": 10}
-    assert len(await ledger_of(db, sold["id"])) == 1
+    assert [e["kind"] for e in await ledger_of(db, sold["id"])] == ["HOLD", "USE"]
 
 
 async def test_mixed_storm_keeps_sessions_used_equal_to_ledger_sum(
@@ -203,7 +207,8 @@ async def test_mixed_storm_keeps_sessions_used_equal_to_ledger_sum(
     cid = await client(api)
     sold = await package(api, cid, total=8)
     bookings_made = [
-        await booking(api, cid, sold["id"], start=at(hours=-30 + i)) for i in range(12)
+        await booking(api, cid, sold["id"], start=at(hours=-30 + i), overbook=True)
+        for i in range(12)
     ]
     calls = []
     for i in range(120):

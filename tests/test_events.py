@@ -74,16 +74,21 @@ async def test_every_committed_change_writes_exactly_one_event(
         "session.used",
         "session.released",
         "booking.created",
-        "session.used",
+        "session.held",  # a booking on a package holds one of its sessions
+        "session.used",  # the hold becomes the use
         "booking.completed",
-        "session.released",
+        "session.released",  # the refund, and the hold taken again, in one entry
         "booking.reopened",
         "booking.created",
+        "session.held",
         "session.used",
         "booking.no_show",
         "booking.created",
+        "session.held",
+        "session.unheld",
         "booking.cancelled",
         "booking.created",
+        "session.held",
         "purchase.created",
         "booking.created",
         # the sweeper completes `due` and the reopened `first` (both past): one statement
@@ -279,7 +284,11 @@ def test_event_types_named_in_the_migration_are_the_documented_ones(repo_root: P
     root = repo_root
     migration = "".join(
         (root / "db/migrations/versions" / name).read_text()
-        for name in ("0006_events_and_webhooks.py", "0009_lifecycle.py")  # lifecycle events
+        for name in (
+            "0006_events_and_webhooks.py",
+            "0008_booking_charges.py",  # session.held / session.unheld
+            "0009_lifecycle.py",  # lifecycle events
+        )
     )
     readme = (root / "README.md").read_text()
     for kind in db_events.TYPES:

@@ -71,7 +71,7 @@ def rows_of(world: World, kind: str) -> list[str]:
     return {
         "cli": [world.client, world.other_client],
         "pur": [world.purchase, world.untouched, world.used_up, world.expired],
-        "bkg": [world.confirmed, world.completed, world.cancelled],
+        "bkg": [world.confirmed, world.completed, world.cancelled, world.started],
         "ofr": [world.offer],
         "key": [world.api_key],
         "whe": [world.endpoint],
@@ -157,7 +157,9 @@ async def test_lists_hold_only_the_callers_rows(
     assert {b["id"] for b in bookings} == set(rows_of(their_world, "bkg"))
     ledger = (await intruder.data(LEDGER, first=500))["ledger"]["nodes"]
     assert {e["purchase"]["id"] for e in ledger} <= set(rows_of(their_world, "pur"))
-    assert len(ledger) == 3  # B's keyed use, B's used-up package and B's charged booking
+    # B's keyed use, B's used-up package, B's confirmed booking's hold, B's charged
+    # booking's hold and use, B's cancelled booking's hold and its release
+    assert len(ledger) == 7
 
 
 async def test_keys_are_listed_for_their_trainer_only(
@@ -244,23 +246,27 @@ async def test_concurrent_attacks_on_another_trainers_package_change_nothing(
         *(other.post(RELEASE, id=world.purchase) for _ in range(15)),
         *(other.post(COMPLETE, id=world.confirmed) for _ in range(15)),
     ]
-    mine = [api.post(USE, id=world.purchase) for _ in range(3)]
+    # 5 sessions: 2 used, 1 held by the confirmed booking, so A's 2 uses take the rest
+    revision = await db.fetchval(
+        "SELECT revision FROM purchases WHERE id = $1", row_id(world.purchase)
+    )
+    mine = [api.post(USE, id=world.purchase) for _ in range(2)]
     results = await asyncio.gather(*mine, *calls)
-    assert outcomes(results[:3]) == {"ok": 3}
-    assert outcomes(results[3:]) == {"NOT_FOUND": 45}
+    assert outcomes(results[:2]) == {"ok": 2}
+    assert outcomes(results[2:]) == {"NOT_FOUND": 45}
     row = await db.fetchrow(
         "SELECT sessions_used, revision FROM purchases WHERE id = $1", row_id(world.purchase)
     )
-    assert (row["sessions_used"], row["revision"]) == (2 + 3, 2 + 3)
+    assert (row["sessions_used"], row["revision"]) == (2 + 2, revision + 2)
     after = await snapshot(db)
-    assert len(after["session_ledger"]) == len(before["session_ledger"]) + 3
+    assert len(after["session_ledger"]) == len(before["session_ledger"]) + 2
     actors = await db.fetch(
         "SELECT actor FROM session_ledger WHERE purchase_id = $1", row_id(world.purchase)
     )
-    assert Counter(r["actor"] for r in actors) == {"trainer:trainer-a": 5}
-    mine = ("purchases", "session_ledger", "events")  # the 3 uses and their events:
-    # 3 session.used, and purchase.low_balance at 1 left and at 0 left (5 of 5 used)
-    assert len(after["events"]) == len(before["events"]) + 5
+    assert Counter(r["actor"] for r in actors) == {"trainer:trainer-a": revision + 2}
+    mine = ("purchases", "session_ledger", "events")  # the 2 uses and their events:
+    # 2 session.used, and purchase.low_balance at 1 left (4 of 5 used)
+    assert len(after["events"]) == len(before["events"]) + 3
     assert {k: v for k, v in after.items() if k not in mine} == {
         k: v for k, v in before.items() if k not in mine
     }

@@ -184,7 +184,7 @@ async def test_cursor_streams_resume_with_exactly_what_was_missed(
                 change = (await sock.data("c"))["clientUpdated"]
                 assert not change["snapshot"]
                 assert [(p["id"], p["sessionsUsed"]) for p in change["purchases"]] == [(first, 1)]
-                assert [e["revision"] for e in change["entries"]] == [1]
+                assert [e["revision"] for e in change["entries"]] == [2]  # 1: the booking's hold
                 client_cursor, bookings_cursor = change["cursor"], calendar["cursor"]
 
             # Away: a session used, a package sold and used, a booking completed, one made.
@@ -208,8 +208,9 @@ async def test_cursor_streams_resume_with_exactly_what_was_missed(
                 )
                 assert sorted((e["revision"], e["delta"]) for e in missed["entries"]) == [
                     (1, 1),  # second's use
-                    (2, 1),  # first's use
-                    (3, 1),  # first's charge for the completed booking
+                    (2, 0),  # second's hold for the booking made on it
+                    (3, 1),  # first's use
+                    (4, 1),  # first's charge for the completed booking (its hold used)
                 ]
                 calendar = (await sock.data("b"))["bookingsChanged"]
                 assert not calendar["snapshot"]
@@ -224,6 +225,9 @@ async def test_cursor_streams_resume_with_exactly_what_was_missed(
                 assert [(b["id"], b["status"]) for b in calendar["bookings"]] == [
                     (later, "CANCELLED")
                 ]
+                unheld = (await sock.data("c"))["clientUpdated"]  # the cancel gave its hold back
+                assert [(p["id"], p["sessionsUsed"]) for p in unheld["purchases"]] == [(second, 1)]
+                assert [e["delta"] for e in unheld["entries"]] == [0]
                 await http.data(RELEASE, id=second)
                 change = (await sock.data("c"))["clientUpdated"]
                 assert [(p["id"], p["sessionsUsed"]) for p in change["purchases"]] == [(second, 0)]

@@ -190,7 +190,7 @@ async def test_nested_arguments_and_lists_are_planned(
     assert went == PLANNED
     ledger = body["data"]["purchase"]["ledger"]
     assert ledger == {
-        "nodes": [{"delta": 1, "source": "MANUAL"}],
+        "nodes": [{"delta": 0, "source": "CALENDAR"}, {"delta": 1, "source": "MANUAL"}],
         "pageInfo": {"hasNextPage": False},
     }
 
@@ -371,11 +371,12 @@ async def test_concurrent_writers_never_look_like_a_planner_bug(
     counts = planner(api.settings).counts
     before = counts["planned"]
     reads = [api.post(LEDGER_OF, id=diary["purchase"], first=50) for _ in range(20)]
-    writes = [api.post(USE, id=diary["purchase"]) for _ in range(4)]
+    # 5 sessions: 1 used, 1 held by the diary's booking, so 3 uses take what is left
+    writes = [api.post(USE, id=diary["purchase"]) for _ in range(3)]
     answers = await asyncio.gather(*reads, *writes)
     assert all("errors" not in a for a in answers), answers
     used = [a["data"]["purchase"]["ledger"]["nodes"] for a in answers[:20]]
-    assert all(1 <= len(nodes) <= 5 for nodes in used)
+    assert all(2 <= len(nodes) <= 5 for nodes in used)  # the booking's hold, 1 + 3 uses
     assert counts["planned"] >= before + 20
 
 

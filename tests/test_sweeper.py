@@ -22,7 +22,7 @@ from punchcard.db import bookings
 from punchcard.db.notify import CHANNEL
 from punchcard.gql.ids import Kind, encode
 from tests.conftest import JWT_SECRET, Api
-from tests.helpers import COMPLETE, CREATE_BOOKING, CREATE_CLIENT, SELL, at, iso
+from tests.helpers import COMPLETE, CREATE_BOOKING, CREATE_CLIENT, SELL, at, hold_seeded, iso
 from tests.live import (
     BOOKINGS_CHANGED,
     PURCHASE_UPDATED,
@@ -93,18 +93,20 @@ async def seed_past_bookings(db: asyncpg.Connection, trainer_id: int) -> None:
         trainer_id,
         PER_CLIENT,
     )
+    await hold_seeded(db)
 
 
 async def assert_each_booking_settled_once(db: asyncpg.Connection) -> Counter[str]:
-    """No booking left CONFIRMED; each packaged booking has exactly one +1 ledger row if
-    charged (none if unpaid); each package's sessions_used and revision match its ledger."""
+    """No booking left CONFIRMED; each packaged booking has exactly one ledger row: a +1
+    (its hold used) if charged, an UNHOLD if unpaid; each package's sessions_used,
+    sessions_held and revision match its ledger."""
     assert await db.fetchval("SELECT count(*) FROM bookings WHERE status = 'CONFIRMED'") == 0
     bad = await db.fetch(
         """
         SELECT b.id, b.charged, b.unpaid, count(l.id) AS entries, coalesce(sum(l.delta), 0) AS net
           FROM bookings AS b LEFT JOIN session_ledger AS l ON l.booking_id = b.id
          GROUP BY b.id
-        HAVING count(l.id) <> CASE WHEN b.charged THEN 1 ELSE 0 END
+        HAVING count(l.id) <> CASE WHEN b.purchase_id IS NOT NULL THEN 1 ELSE 0 END
             OR coalesce(sum(l.delta), 0) <> CASE WHEN b.charged THEN 1 ELSE 0 END
             OR (b.purchase_id IS NOT NULL AND b.charged = b.unpaid)
             OR (b.purchase_id IS NULL AND (b.charged OR b.unpaid))
@@ -116,6 +118,7 @@ async def assert_each_booking_settled_once(db: asyncpg.Connection) -> Counter[st
         SELECT p.id FROM purchases AS p LEFT JOIN session_ledger AS l ON l.purchase_id = p.id
          GROUP BY p.id
         HAVING p.sessions_used <> coalesce(sum(l.delta), 0) OR p.revision <> count(l.id)
+            OR p.sessions_held <> coalesce(sum(l.held_delta), 0) OR p.sessions_held <> 0
         """
     )
     assert drift == []
@@ -321,7 +324,7 @@ async def test_a_booking_a_tab_is_completing_is_skipped_then_charged_once_by_the
             list(bookings.CHARGING),
             "tab",
         )
-        await bookings.settle(tab, moved["ids"], delta=1, source="CALENDAR", actor="tab")
+        await bookings.settle(tab, moved["ids"], moved["held"], source="CALENDAR", actor="tab")
         log = tmp_path / "sweeper.log"
         process = start(["sweep", "--once"], sweeper_env(db_url), log)
 
@@ -426,9 +429,12 @@ async def test_sweeper_changes_reach_live_subscribers_of_a_serve_process(
                     end=iso(at(hours=-2)),
                 )
                 booked = created["createBooking"]["id"]
-                # the back-filled booking wakes the sweeper, which completes and charges it
+                # the booking holds a session; the back-filled booking wakes the sweeper,
+                # which completes it and turns the hold into a use
+                held = (await sock.data("p"))["purchaseUpdated"]
+                assert (held["revision"], held["purchase"]["sessionsUsed"]) == (1, 0)
                 update = (await sock.data("p"))["purchaseUpdated"]
-                assert (update["revision"], update["purchase"]["sessionsUsed"]) == (1, 1)
+                assert (update["revision"], update["purchase"]["sessionsUsed"]) == (2, 1)
                 assert update["entry"]["source"] == "SWEEPER"
                 seen: list[tuple[str, str, bool]] = []
                 while (booked, "COMPLETED", True) not in seen:

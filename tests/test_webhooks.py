@@ -74,8 +74,8 @@ async def all_events(api: Api) -> list[Any]:
 
 
 async def some_changes(api: Api, uses: int = 3) -> None:
-    """Events: purchase.created, ``uses`` x session.used, booking.created, session.used,
-    booking.completed (7 with the default)."""
+    """Events: purchase.created, ``uses`` x session.used, booking.created, session.held,
+    session.used, booking.completed (8 with the default)."""
     cid = await client(api)
     sold = await package(api, cid, total=10)
     for _ in range(uses):
@@ -188,7 +188,7 @@ async def test_every_event_is_delivered_once_and_verifies(
         await some_changes(api)
         assert await Deliverer(settings).deliver_pass(worker_pool) > 0
         events = await all_events(api)
-        assert len(events) == 7
+        assert len(events) == 8
         verified = receiver.verified(secret)
         by_id = {r.headers["webhook-id"]: payload for r, payload in zip(
             receiver.delivered(), verified, strict=True
@@ -218,7 +218,7 @@ async def test_a_receiver_down_then_failing_then_accepting_gets_every_event(
     await some_changes(api)
     deliverer = Deliverer(settings)
     await deliverer.deliver_pass(worker_pool)  # nobody listening: connection refused
-    assert deliverer.failed == 7 and deliverer.delivered == 0
+    assert deliverer.failed == 8 and deliverer.delivered == 0
     with receiving(receiver):
 
         async def failed_twice() -> bool:
@@ -407,7 +407,7 @@ async def test_a_sweeper_killed_mid_delivery_loses_nothing(
             await eventually(delivered, "every delivery retried after the lease")
         finally:
             assert stop(second) == 0
-    assert len(expected) == 7
+    assert len(expected) == 8
     assert set(receiver.ids()) == expected  # nothing lost
     assert {r.headers["webhook-id"] for r in receiver.requests()} == expected
     assert max(receiver.ids().values()) <= 2  # a duplicate carries the same webhook-id

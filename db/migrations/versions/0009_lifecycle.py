@@ -20,7 +20,7 @@ the entry (kind, deltas, counts after, detail):
 ``session.used``, ``session.released`` and ``purchase.low_balance`` are unchanged.
 
 Revision ID: 0009
-Revises: 0007 (on the lifecycle branch; 0008 once the holds' migration lands)
+Revises: 0008
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from __future__ import annotations
 from punchcard.db.migrations.script import run_script
 
 revision = "0009"
-down_revision = "0007"
+down_revision = "0008"
 branch_labels = None
 depends_on = None
 
