@@ -43,7 +43,7 @@ TIMEOUT = 120
 @dataclass
 class World:
     """Trainer A: package ``P`` (10 sessions) used twice by hand, then booking ``B`` on
-    it completed (charged): three USE entries, revisions 1..3. Package ``Q`` of another
+    it (a HOLD) completed (charged: its hold became a USE): revisions 1..4. Package ``Q`` of another
     client of A, unused. Trainer B exists (``other_trainer``)."""
 
     p: int
@@ -129,7 +129,7 @@ PLANTS: dict[str, tuple[Plant, Callable[[World], set[tuple[str, str]]]]] = {
         },
     ),
     "revision bumped without an entry": (
-        lambda w: [f"UPDATE purchases SET revision = 4 WHERE id = {w.p}"],
+        lambda w: [f"UPDATE purchases SET revision = 5 WHERE id = {w.p}"],
         lambda w: {("revisions", f"pur_{w.p}")},
     ),
     "an entry deleted (a gap)": (
@@ -160,13 +160,13 @@ PLANTS: dict[str, tuple[Plant, Callable[[World], set[tuple[str, str]]]]] = {
         lambda w: {("held_bookings", f"pur_{w.p}")},
     ),
     "charged flag cleared": (
-        lambda w: [f"UPDATE bookings SET charged = false WHERE id = {w.b}"],
+        lambda w: [f"UPDATE bookings SET charged = false, charge_entry_id = NULL WHERE id = {w.b}"],
         lambda w: {("booking_charges", f"bkg_{w.b}")},
     ),
     "a booking charged twice": (
         lambda w: [
-            _entry(w, revision=4, kind="USE", used=4, total=10, delta=1, booking_id=w.b),
-            f"UPDATE purchases SET sessions_used = 4, revision = 4 WHERE id = {w.p}",
+            _entry(w, revision=5, kind="USE", used=4, total=10, delta=1, booking_id=w.b),
+            f"UPDATE purchases SET sessions_used = 4, revision = 5 WHERE id = {w.p}",
         ],
         lambda w: {("booking_charges", f"bkg_{w.b}")},
     ),
@@ -184,9 +184,9 @@ PLANTS: dict[str, tuple[Plant, Callable[[World], set[tuple[str, str]]]]] = {
     "a transfer out that arrives nowhere": (
         lambda w: [
             _entry(
-                w, revision=4, kind="TRANSFER_OUT", used=3, total=8, total_delta=-2, related=w.q
+                w, revision=5, kind="TRANSFER_OUT", used=3, total=8, total_delta=-2, related=w.q
             ),
-            f"UPDATE purchases SET sessions_total = 8, revision = 4 WHERE id = {w.p}",
+            f"UPDATE purchases SET sessions_total = 8, revision = 5 WHERE id = {w.p}",
         ],
         lambda w: {("transfers", f"pur_{w.p}")},
     ),
@@ -230,7 +230,7 @@ async def test_a_drift_line_says_what_the_row_says_and_what_the_ledger_says(
     lines = {d.line() for d in await integrity.check(db)}
     assert lines == {
         f"purchase pur_{world.p}: sessions_used 5, ledger says 3",
-        f"purchase pur_{world.p}: sessions_used 5, last entry (led_3) says 3",
+        f"purchase pur_{world.p}: sessions_used 5, last entry (led_4) says 3",
     }
 
 
@@ -241,7 +241,7 @@ async def test_the_schema_refuses_an_entry_or_booking_of_another_owner(
     written at all, even by a role that bypasses row-level security."""
     with pytest.raises(asyncpg.ForeignKeyViolationError, match="session_ledger_purchase_trainer"):
         await db.execute(
-            _entry(world, revision=4, kind="CANCEL", used=3, total=10).replace(
+            _entry(world, revision=5, kind="CANCEL", used=3, total=10).replace(
                 f"(SELECT trainer_id FROM purchases WHERE id = {world.p})", str(world.other_trainer)
             )
         )
@@ -274,7 +274,7 @@ async def test_punchcard_check_prints_each_drift_and_exits_1(
     await behind_the_ledgers_back(
         db,
         f"UPDATE purchases SET sessions_used = 5 WHERE id = {world.p}",
-        f"UPDATE bookings SET charged = false WHERE id = {world.b}",
+        f"UPDATE bookings SET charged = false, charge_entry_id = NULL WHERE id = {world.b}",
     )
     found = await asyncio.to_thread(check_command, db_url)
     assert found.returncode == 1, found.stderr

@@ -44,14 +44,22 @@ async def test_expiry_records_the_unused_sessions_and_unlinks_bookings_after_it(
     api: Api, db: asyncpg.Connection, worker_pool: asyncpg.Pool
 ) -> None:
     cid = await client(api)
-    sold = await package(api, cid, total=6, expires=at(days=1))
+    sold = await package(api, cid, total=6, expires=at(days=5))
     await api.data(USE, id=sold["id"])
     before = await booking(api, cid, sold["id"], start=at(hours=-3))  # started before expiry
     after = await booking(api, cid, sold["id"], start=at(days=2))  # can never be charged
+    # A booking after its package's expiry cannot be made any more (PURCHASE_EXPIRED); data
+    # from before that guard can hold one: bring the expiry forward behind the API's back
+    # (expiresAt is no count, the ledger does not replay it).
+    await db.execute(
+        "UPDATE purchases SET expires_at = $2 WHERE id = $1", row_id(sold["id"]), at(days=1)
+    )
+    sold["expiresAt"] = (await current(api, sold["id"]))["expiresAt"]
     claimed, expired = await lifecycle.expire_batch(worker_pool, limit=10, now=at(days=3))
     assert (claimed, expired) == (1, 1)
     got = await current(api, sold["id"])
-    assert (got["status"], got["sessionsExpired"], got["revision"]) == ("EXPIRED", 5, 2)
+    # 6 sold, 1 used, 1 held by the booking that started before: 4 expire unused.
+    assert (got["status"], got["sessionsExpired"], got["revision"]) == ("EXPIRED", 4, 4)
     links = dict(
         await db.fetch(
             "SELECT id, purchase_id FROM bookings WHERE id = ANY($1::bigint[])",
@@ -60,13 +68,14 @@ async def test_expiry_records_the_unused_sessions_and_unlinks_bookings_after_it(
     )
     assert links == {row_id(before["id"]): row_id(sold["id"]), row_id(after["id"]): None}
     *_, entry = await entries(db, sold["id"])
-    assert (entry["kind"], entry["actor"], entry["source"], entry["revision"]) == (
-        "EXPIRE",
-        "sweeper",
-        "SWEEPER",
-        2,
-    )
-    assert (entry["detail"]["sessionsExpired"], entry["detail"]["bookingsUnlinked"]) == (5, 1)
+    assert (
+        entry["kind"],
+        entry["actor"],
+        entry["source"],
+        entry["revision"],
+        entry["held_delta"],
+    ) == ("EXPIRE", "sweeper", "SWEEPER", 4, -1)
+    assert (entry["detail"]["sessionsExpired"], entry["detail"]["bookingsUnlinked"]) == (4, 1)
     assert datetime.fromisoformat(entry["detail"]["expiresAt"]) == datetime.fromisoformat(
         sold["expiresAt"]
     )

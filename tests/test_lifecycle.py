@@ -52,22 +52,24 @@ async def test_cancel_unlinks_confirmed_bookings_keeps_used_and_records_the_forf
         "cancelPackage"
     ]
     assert (cancelled["status"], cancelled["cancelReason"]) == ("CANCELLED", "moved away")
+    # revisions: the use, the booking's hold, the cancel (which gives the hold back)
     assert (cancelled["sessionsUsed"], cancelled["sessionsHeld"], cancelled["revision"]) == (
         1,
         0,
-        2,
+        3,
     )
     assert (
         await db.fetchval("SELECT purchase_id FROM bookings WHERE id = $1", row_id(future["id"]))
         is None
     )
     *_, entry = await entries(db, sold["id"])
-    assert (entry["kind"], entry["delta"], entry["total_delta"], entry["revision"]) == (
-        "CANCEL",
-        0,
-        0,
-        2,
-    )
+    assert (
+        entry["kind"],
+        entry["delta"],
+        entry["held_delta"],
+        entry["total_delta"],
+        entry["revision"],
+    ) == ("CANCEL", 0, -1, 0, 3)
     assert (entry["actor"], entry["source"], entry["reason"]) == (ACTOR, "MANUAL", "moved away")
     assert entry["detail"]["sessionsForfeited"] == 4
     assert entry["detail"]["bookingsUnlinked"] == 1
@@ -102,7 +104,9 @@ async def test_cancel_moves_bookings_to_another_package_which_holds_them(
     (hold,) = await entries(db, new["id"])
     assert (hold["kind"], hold["held_delta"], hold["sessions_held_after"]) == ("HOLD", 3, 3)
     assert hold["related_purchase_id"] == row_id(old["id"])
-    (cancel,) = await entries(db, old["id"])
+    *holds, cancel = await entries(db, old["id"])
+    assert [h["kind"] for h in holds] == ["HOLD"] * 3
+    assert (cancel["kind"], cancel["held_delta"]) == ("CANCEL", -3)
     assert cancel["related_purchase_id"] == row_id(new["id"])
     assert (cancel["detail"]["bookingsMoved"], cancel["detail"]["movedTo"]) == (3, new["id"])
     # the moved holds are given back when that package is cancelled in turn

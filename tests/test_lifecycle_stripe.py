@@ -23,10 +23,11 @@ async def test_a_refund_of_a_frozen_package_cancels_it_and_unlinks_its_bookings(
     refund = refunded()
     answer = await accepted(shop.http, refund)
     assert (answer["outcome"], answer["purchaseId"]) == ("REFUNDED", package)
-    _, cancel = await entries(db, package)
+    hold, _freeze, cancel = await entries(db, package)
+    assert (hold["kind"], cancel["held_delta"]) == ("HOLD", -1)  # the booking's hold, given back
     assert (cancel["kind"], cancel["revision"], cancel["actor"], cancel["source"]) == (
         "CANCEL",
-        2,
+        3,
         f"stripe:{refund['id']}",
         "INTEGRATION",
     )
