@@ -20,11 +20,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
+import asyncpg
+
 from punchcard.db import checks
 from punchcard.db.errors import Code, DomainError, bad_input, not_found
 from punchcard.db.notify import BOOKINGS, PURCHASE, notify_sql
 from punchcard.db.purchases import MAX_REASON, MAX_SESSIONS, PURCHASE_COLUMNS
-from punchcard.db.types import Acquirer, Executor, Row
+from punchcard.db.types import Acquirer, Connection, Executor, Row
 
 _P = "p." + PURCHASE_COLUMNS.replace(", ", ", p.")
 _C = "c." + PURCHASE_COLUMNS.replace(", ", ", c.")
@@ -151,8 +153,34 @@ SELECT {_C}, (SELECT count(*) FROM moving) AS moving,
 """
 
 
+# Cancel changes the package's CONFIRMED bookings, so it locks them BEFORE the packages,
+# in the order every booking transition takes them (the booking, then its package): a
+# transition holding one of them and waiting for the package would otherwise deadlock with
+# a cancel holding the package and waiting for the booking.
+LOCK_CONFIRMED = """
+SELECT coalesce(array_agg(id), '{}') AS ids FROM (
+    SELECT b.id FROM bookings AS b
+     WHERE b.purchase_id = $1 AND b.trainer_id = $2 AND b.status = 'CONFIRMED'
+     ORDER BY b.id
+       FOR UPDATE
+) AS confirmed
+"""
+# Once the package is locked no booking can join it (a hold needs the package's row), but
+# one may have joined between the two locks: take those too, without waiting (a transition
+# may hold one while it waits for the package we hold). Locked elsewhere: start again.
+LOCK_LATECOMERS = """
+SELECT count(*) FROM (
+    SELECT b.id FROM bookings AS b
+     WHERE b.purchase_id = $1 AND b.trainer_id = $2 AND b.status = 'CONFIRMED'
+       AND NOT b.id = ANY($3::bigint[])
+       FOR UPDATE NOWAIT
+) AS late
+"""
+MAX_ATTEMPTS = 5
+
+
 async def cancel_in(
-    conn: Executor,
+    conn: Connection,
     *,
     trainer_id: int,
     purchase_id: int,
@@ -163,8 +191,39 @@ async def cancel_in(
 ) -> Row:
     """Cancel a package inside the caller's transaction (the API's, Stripe's refund):
     the row as cancelled, with ``forfeited`` (its unused sessions) and ``moving`` (its
-    CONFIRMED bookings, unlinked or moved to ``move_to``)."""
+    CONFIRMED bookings, unlinked or moved to ``move_to``). Each attempt is a savepoint, so
+    one that meets a booking locked by a transition gives its locks back and tries again."""
     reason = _reason(reason)
+    for _ in range(MAX_ATTEMPTS):
+        try:
+            async with conn.transaction():
+                return await _cancel_once(
+                    conn,
+                    trainer_id=trainer_id,
+                    purchase_id=purchase_id,
+                    reason=reason,
+                    move_to=move_to,
+                    actor=actor,
+                    source=source,
+                )
+        except asyncpg.LockNotAvailableError:
+            continue
+    raise DomainError(
+        Code.SERVICE_UNAVAILABLE, "this package's bookings kept changing under the cancel; retry"
+    )
+
+
+async def _cancel_once(
+    conn: Executor,
+    *,
+    trainer_id: int,
+    purchase_id: int,
+    reason: str | None,
+    move_to: int | None,
+    actor: str,
+    source: str,
+) -> Row:
+    confirmed = await conn.fetchval(LOCK_CONFIRMED, purchase_id, trainer_id)
     ids = [purchase_id] if move_to is None else [purchase_id, move_to]
     locked = await _locked(conn, trainer_id=trainer_id, ids=ids)
     if purchase_id not in locked:
@@ -180,6 +239,7 @@ async def cancel_in(
         if target["client_id"] != package["client_id"]:
             raise bad_input("moveBookingsTo must name a package of the same client")
         _refuse_unless(target, ("ACTIVE",), what="the package to move the bookings to")
+    await conn.fetchval(LOCK_LATECOMERS, purchase_id, trainer_id, confirmed)
     row = await conn.fetchrow(CANCEL, purchase_id, trainer_id, reason, actor, source, move_to)
     assert row is not None
     if row["id"] is None:  # the lock's rows allowed it: only the target's room can refuse
@@ -483,13 +543,35 @@ async def transfer_sessions(
 
 # --- the sweeper: expiry and thaw, a batch per statement ----------------------------------------
 
-# $1 the sweeper's clock (NULL: now()), $2 the batch size.
-CLAIM_EXPIRED = """
+# $1 the sweeper's clock (NULL: now()), $2 the batch size. Expiry changes the bookings that
+# can never be charged (CONFIRMED, starting at or after the expiry), so it takes them before
+# their packages, in the order every booking transition does (the booking, then its
+# package), skipping any a tab holds: DUE_EXPIRED picks the batch without locking,
+# LOCK_UNCHARGEABLE locks those bookings, CLAIM_EXPIRED then the packages.
+DUE_EXPIRED = """
 SELECT coalesce(array_agg(id), '{}') AS ids FROM (
     SELECT p.id FROM purchases AS p
      WHERE p.status = 'ACTIVE' AND p.expires_at <= coalesce($1::timestamptz, now())
      ORDER BY p.expires_at, p.id
      LIMIT $2
+) AS due
+"""
+LOCK_UNCHARGEABLE = """
+SELECT coalesce(array_agg(id), '{}') AS ids FROM (
+    SELECT b.id FROM bookings AS b
+      JOIN purchases AS p ON p.id = b.purchase_id
+     WHERE p.id = ANY($1::bigint[])
+       AND b.status = 'CONFIRMED' AND b.starts_at >= p.expires_at
+     ORDER BY b.id
+       FOR UPDATE OF b SKIP LOCKED
+) AS unchargeable
+"""
+CLAIM_EXPIRED = """
+SELECT coalesce(array_agg(id), '{}') AS ids FROM (
+    SELECT p.id FROM purchases AS p
+     WHERE p.id = ANY($2::bigint[])
+       AND p.status = 'ACTIVE' AND p.expires_at <= coalesce($1::timestamptz, now())
+     ORDER BY p.id
        FOR UPDATE SKIP LOCKED
 ) AS due
 """
@@ -497,14 +579,23 @@ SELECT coalesce(array_agg(id), '{}') AS ids FROM (
 # The claimed packages $1 become EXPIRED. A CONFIRMED booking starting at or after the
 # expiry can never be charged: it is unlinked and its hold given back in the EXPIRE entry;
 # bookings that started before keep theirs (they still charge once completed). What is
-# neither used nor held expires unused (sessions_expired).
+# neither used nor held expires unused (sessions_expired). Only the bookings $2 this
+# transaction locked are touched: a package with such a booking locked elsewhere (a tab
+# cancelling or reopening it) waits for the next pass.
 EXPIRE = f"""
-WITH unheld AS (
+WITH eligible AS (
+    SELECT p.id FROM purchases AS p
+     WHERE p.id = ANY($1::bigint[]) AND p.status = 'ACTIVE'
+       AND NOT EXISTS (SELECT FROM bookings AS b
+                        WHERE b.purchase_id = p.id AND b.status = 'CONFIRMED'
+                          AND b.starts_at >= p.expires_at AND NOT b.id = ANY($2::bigint[]))
+), unheld AS (
     UPDATE bookings AS b
        SET purchase_id = NULL, overbooked = false, assigned_reason = NULL,
            changed_by = 'sweeper', change_source = 'SWEEPER', updated_at = now()
       FROM purchases AS p
-     WHERE p.id = ANY($1::bigint[]) AND b.purchase_id = p.id
+     WHERE p.id IN (SELECT id FROM eligible) AND b.purchase_id = p.id
+       AND b.id = ANY($2::bigint[])
        AND b.status = 'CONFIRMED' AND b.starts_at >= p.expires_at
     RETURNING b.id, b.trainer_id, p.id AS purchase_id
 ), counts AS (
@@ -512,7 +603,7 @@ WITH unheld AS (
            -- each unlinked booking held one (never below zero if holds had drifted)
            least(p.sessions_held, count(u.id)::int) AS unheld, count(u.id)::int AS unlinked
       FROM purchases AS p LEFT JOIN unheld AS u ON u.purchase_id = p.id
-     WHERE p.id = ANY($1::bigint[]) AND p.status = 'ACTIVE'
+     WHERE p.id IN (SELECT id FROM eligible)
      GROUP BY p.id
 ), c AS (
     UPDATE purchases AS p
@@ -599,7 +690,16 @@ async def expire_batch(
     pool: Acquirer, *, limit: int, now: datetime | None = None
 ) -> tuple[int, int]:
     """Mark one batch of ACTIVE packages past their expiry EXPIRED; (claimed, expired)."""
-    return await _sweep(pool, CLAIM_EXPIRED, EXPIRE, limit=limit, now=now)
+    async with pool.acquire() as conn, conn.transaction():
+        due = await conn.fetchval(DUE_EXPIRED, now, limit)
+        if not due:
+            return 0, 0
+        unchargeable = await conn.fetchval(LOCK_UNCHARGEABLE, due)
+        ids = await conn.fetchval(CLAIM_EXPIRED, now, due)
+        if not ids:
+            return 0, 0
+        expired: int = await conn.fetchval(EXPIRE, ids, unchargeable)
+        return len(ids), expired
 
 
 async def thaw_batch(pool: Acquirer, *, limit: int, now: datetime | None = None) -> tuple[int, int]:

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 
 from punchcard.db import lifecycle, purchases
 from punchcard.db.errors import Code, DomainError, not_found
-from punchcard.db.types import Acquirer, Executor, Row
+from punchcard.db.types import Acquirer, Connection, Executor, Row
 
 # --- the binding --------------------------------------------------------------------------
 
@@ -263,7 +263,7 @@ def _elsewhere(payment_intent: str) -> str:
     return f"payment {payment_intent} belongs to another trainer's Stripe account"
 
 
-async def _sell(conn: Executor, event_id: str, trainer_id: int, sale: Sale) -> Outcome:
+async def _sell(conn: Connection, event_id: str, trainer_id: int, sale: Sale) -> Outcome:
     if not sale.paid:
         return Outcome("IGNORED", "not paid yet: sold on checkout.session.async_payment_succeeded")
     if sale.problem is not None:
@@ -311,7 +311,7 @@ async def _sell(conn: Executor, event_id: str, trainer_id: int, sale: Sale) -> O
     )
 
 
-async def _refund(conn: Executor, event_id: str, trainer_id: int, refund: Refund) -> Outcome:
+async def _refund(conn: Connection, event_id: str, trainer_id: int, refund: Refund) -> Outcome:
     if refund.payment_intent is None:
         return Outcome("IGNORED", f"charge {refund.charge} has no payment intent")
     if not refund.full:
@@ -351,7 +351,7 @@ async def _refund(conn: Executor, event_id: str, trainer_id: int, refund: Refund
     return Outcome("REFUNDED", purchase_id=purchase_id, sessions_cancelled=unused)
 
 
-async def _cancel(conn: Executor, trainer_id: int, purchase_id: int, event_id: str) -> int:
+async def _cancel(conn: Connection, trainer_id: int, purchase_id: int, event_id: str) -> int:
     """Cancel a refunded package (``cancelPackage``'s statement); its unused sessions."""
     cancelled = await lifecycle.cancel_in(
         conn,

@@ -20,6 +20,12 @@ class Executor(Protocol):
     async def execute(self, query: str, *args: Any) -> str: ...
 
 
+class Connection(Executor, Protocol):
+    """A connection: statements and (nested: savepoints) ``async with conn.transaction()``."""
+
+    def transaction(self) -> Any: ...
+
+
 class Acquirer(Protocol):
     """A pool: ``async with pool.acquire() as conn`` (asyncpg's, or ``db.pool.Pool``)."""
 

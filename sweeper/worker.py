@@ -262,7 +262,8 @@ class Sweeper:
 
     async def expire_batch(self, pool: asyncpg.Pool) -> int:
         """One batch of ACTIVE packages past their expiry marked EXPIRED, each with its
-        EXPIRE entry (and ``purchase.expired`` event); returns the packages claimed."""
+        EXPIRE entry (and ``purchase.expired`` event); returns the packages expired (one
+        whose unchargeable booking a tab holds waits: a batch of those ends the pass)."""
         claimed, expired = await lifecycle.expire_batch(
             pool, limit=self.settings.sweep_batch_size, now=self.now
         )
@@ -270,7 +271,7 @@ class Sweeper:
         if expired:
             self.totals.expired += expired
             log.info("%d packages expired", expired)
-        return claimed
+        return min(claimed, expired)
 
     async def thaw_batch(self, pool: asyncpg.Pool) -> int:
         """One batch of FROZEN packages whose ``frozen_until`` passed unfrozen (their
