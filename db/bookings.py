@@ -1,10 +1,13 @@
 """Bookings and their state transitions: every statement that touches them.
 
-A booking is charged by its transition (rule 3). ``transition`` moves the bookings
-whose status allows it (a guarded UPDATE: ten tabs completing one booking move it
-once), locks their packages in id order, then ``SETTLE`` charges (+1) or refunds (-1)
-them in one set-based statement that also writes the ledger and notifies. The
-sweeper claims due bookings with ``SKIP LOCKED`` and settles them the same way.
+A CONFIRMED booking linked to a package holds one of its sessions (``sessions_held``):
+``CREATE`` takes the hold with a guarded UPDATE in the same statement that writes the
+booking. A booking is charged by its transition (rule 3). ``transition`` moves the bookings
+whose status allows it (a guarded UPDATE: ten tabs completing one booking move it once),
+locks their packages in id order, then ``SETTLE`` writes each booking's one ledger entry
+(its hold used, given back or taken again; its charge refunded) in one set-based statement
+that also notifies. The sweeper claims due bookings with ``SKIP LOCKED`` and settles them
+the same way. A booking's ``charge_entry_id`` is its outstanding USE entry (migration 0008).
 """
 
 from __future__ import annotations

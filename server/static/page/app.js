@@ -227,7 +227,8 @@ function addEntry(client, entry) {
   const item = document.createElement("li");
   item.dataset.entry = entry.id;
   item.dataset.testid = "entry";
-  const what = entry.delta > 0 ? "used a session" : "got a session back";
+  const what = entry.delta > 0 ? "used a session"
+    : entry.delta < 0 ? "got a session back" : "a booking took or gave back a hold";
   const when = new Date(entry.createdAt).toLocaleTimeString([], { timeStyle: "short" });
   item.textContent = `${when} ${client.name} ${what} (${entry.source.toLowerCase()}, ` +
     `${entry.sessionsUsedAfter} used)`;
