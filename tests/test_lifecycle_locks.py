@@ -83,8 +83,11 @@ async def test_expiry_leaves_a_package_whose_booking_a_tab_holds_for_the_next_pa
     try:
         async with tab.transaction():
             await lock_booking(tab, row_id(after["id"]))
-            # The sweeper does not wait for the booking, nor lock the package under it.
-            claimed, expired = await lifecycle.expire_batch(worker_pool, limit=10, now=at(days=2))
+            # The sweeper does not wait for the booking, nor lock the package under it (it
+            # waited for the tab here before, and the tab for it: a hang, hence the bound).
+            claimed, expired = await asyncio.wait_for(
+                lifecycle.expire_batch(worker_pool, limit=10, now=at(days=2)), timeout=30
+            )
             assert (claimed, expired) == (1, 0)
             await lock_package(tab, row_id(sold["id"]))
     finally:
