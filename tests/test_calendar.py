@@ -15,6 +15,7 @@ import pytest
 from punchcard.gql.auth import issue_token
 from punchcard.server.app import create_app
 from punchcard.settings import Settings
+from tests.helpers import hold_seeded
 
 CALENDAR = """
 query($from: DateTime!, $to: DateTime!) {
@@ -60,6 +61,7 @@ async def seed_month(db: asyncpg.Connection, *, clients: int, bookings_per_clien
         bookings_per_client,
         MONTH,
     )
+    await hold_seeded(db)  # the seeded CONFIRMED bookings hold their packages' sessions
 
 
 @pytest.fixture
@@ -142,12 +144,13 @@ async def test_nested_ledgers_load_in_one_statement(
     await db.execute(  # three sessions used on every package, through the ledger
         """
         WITH used AS (
-            UPDATE purchases SET sessions_used = 3, revision = 3 RETURNING id, trainer_id
+            UPDATE purchases SET sessions_used = 3, revision = revision + 3
+            RETURNING id, trainer_id, revision - 3 AS before, sessions_held
         )
         INSERT INTO session_ledger
             (trainer_id, purchase_id, kind, delta, sessions_used_after, sessions_held_after,
              sessions_total_after, revision, source, actor)
-        SELECT trainer_id, id, 'USE', 1, n, 0, 40, n, 'MANUAL', 'test'
+        SELECT trainer_id, id, 'USE', 1, n, sessions_held, 40, before + n, 'MANUAL', 'test'
           FROM used, generate_series(1, 3) AS n
         """
     )
