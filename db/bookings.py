@@ -26,6 +26,7 @@ BOOKING_COLUMNS = (
 )
 CHARGING = ("COMPLETED", "NO_SHOW")
 MAX_LENGTH_HOURS = 24
+MAX_TRANSITION_RACES = 10
 # A statement that lost its package to a concurrent change runs again on a fresh snapshot;
 # every lost race means another caller's change committed, so this bound is never reached
 # in practice (it keeps a pathological storm from looping forever).
@@ -398,34 +399,43 @@ async def _transition(
     source: str,
     actor: str,
 ) -> Row:
-    moved = await conn.fetchrow(
-        TRANSITION,
-        [booking_id],
-        trainer_id,
-        list(allowed_from),
-        to_status,
-        late_cancel,
-        source,
-        list(CHARGING),
-        actor,
-    )
-    assert moved is not None
-    if moved["ids"]:
-        (row,) = await settle(conn, moved["ids"], moved["held"], source=source, actor=actor)
-        return row
-    current = await conn.fetchrow(CURRENT, booking_id, trainer_id)
-    if current is None:
-        raise not_found("booking")
-    if current["status"] == to_status:
-        return current  # already there: another tab, the sweeper or a retry got here first
-    if current["status"] == "CONFIRMED" and to_status in CHARGING and current["not_started"]:
-        raise DomainError(
-            Code.BOOKING_NOT_STARTED, f"this booking starts at {current['starts_at'].isoformat()}"
+    # A refusal is diagnosed from the booking as it is now: if it has meanwhile moved into
+    # a state this transition leaves (a reopen racing a complete saw CONFIRMED, then
+    # COMPLETED), the guarded statement runs again rather than answer from the stale look.
+    for _ in range(MAX_TRANSITION_RACES):
+        moved = await conn.fetchrow(
+            TRANSITION,
+            [booking_id],
+            trainer_id,
+            list(allowed_from),
+            to_status,
+            late_cancel,
+            source,
+            list(CHARGING),
+            actor,
         )
+        assert moved is not None
+        if moved["ids"]:
+            (row,) = await settle(conn, moved["ids"], moved["held"], source=source, actor=actor)
+            return row
+        current = await conn.fetchrow(CURRENT, booking_id, trainer_id)
+        if current is None:
+            raise not_found("booking")
+        if current["status"] == to_status:
+            return current  # already there: another tab, the sweeper or a retry got here first
+        if current["status"] == "CONFIRMED" and to_status in CHARGING and current["not_started"]:
+            raise DomainError(
+                Code.BOOKING_NOT_STARTED,
+                f"this booking starts at {current['starts_at'].isoformat()}",
+            )
+        if current["status"] not in allowed_from:
+            raise DomainError(
+                Code.INVALID_TRANSITION,
+                f"a {current['status']} booking cannot become {to_status}"
+                + ("; reopen it first" if current["status"] != "CONFIRMED" else ""),
+            )
     raise DomainError(
-        Code.INVALID_TRANSITION,
-        f"a {current['status']} booking cannot become {to_status}"
-        + ("; reopen it first" if current["status"] != "CONFIRMED" else ""),
+        Code.SERVICE_UNAVAILABLE, "this booking kept changing under concurrent callers; retry"
     )
 
 

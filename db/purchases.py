@@ -9,7 +9,7 @@ updated, the same round trip returns what is needed to say why.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 
 import asyncpg
 
@@ -97,7 +97,7 @@ USE_SESSION = _ADJUST.format(
 # concurrent change makes ``raced`` true and the caller runs the statement again.
 RELEASE_SESSION = f"""
 WITH seen AS (
-    SELECT p.revision, p.sessions_used,
+    SELECT p.revision, p.sessions_used, p.status,
            p.sessions_used > (SELECT count(*) FROM bookings AS b
                                WHERE b.purchase_id = p.id AND b.charge_entry_id IS NOT NULL)
                AS manual
@@ -118,6 +118,7 @@ WITH seen AS (
      WHERE p.id = $1
        AND p.trainer_id = $2
        AND p.sessions_used > 0
+       AND p.status <> 'CANCELLED'
        AND p.revision = (SELECT revision FROM seen)
        AND ((SELECT manual FROM seen) OR EXISTS (SELECT 1 FROM charge))
        AND {idempotency.unused_sql(trainer="$2", key="$6")}
@@ -153,7 +154,8 @@ SELECT c.*, e.id AS ledger_id, e.booking_id AS released_booking_id,
        false AS expired,
        false AS all_held,
        false AS had_room,
-       c.id IS NULL AND coalesce((SELECT sessions_used FROM seen), 0) > 0 AS raced,
+       c.id IS NULL AND coalesce((SELECT sessions_used FROM seen), 0) > 0
+           AND (SELECT status FROM seen) <> 'CANCELLED' AS raced,
        (SELECT count(*) FROM notified) AS notices,
        k.request AS key_request, k.result AS key_result
   FROM (SELECT 1) AS one
@@ -210,6 +212,8 @@ async def _adjust(
     if not row["found"]:
         raise not_found("purchase")
     if exhausted.code is not Code.NO_SESSIONS_REMAINING:
+        if row["current_status"] == "CANCELLED":  # a cancelled package's counts are final
+            raise DomainError(Code.PURCHASE_CANCELLED, "this package was cancelled")
         raise exhausted
     if row["current_status"] == "ACTIVE" and not row["expired"] and row["had_room"]:
         # The statement's snapshot predates the change that refused it (a cancel or a
@@ -318,6 +322,8 @@ async def sell_package(
         raise bad_input(f"sessionsTotal must be between 1 and {MAX_SESSIONS}")
     if expires_at is not None:
         expires_at = checks.moment("expiresAt", expires_at)
+        if expires_at <= datetime.now(UTC):
+            raise bad_input("expiresAt has passed: a package cannot be sold already expired")
     row = await db.fetchrow(
         SELL, trainer_id, client_id, sessions_total, expires_at, offer_id, actor, source
     )
@@ -347,8 +353,9 @@ async def by_clients(db: Executor, *, trainer_id: int, client_ids: Sequence[int]
 
 
 LEDGER_COLUMNS = (
-    "id, trainer_id, purchase_id, delta, sessions_used_after, revision, source, booking_id, "
-    "actor, reason, idempotency_key, created_at"
+    "id, trainer_id, purchase_id, kind, delta, held_delta, total_delta, sessions_used_after, "
+    "sessions_held_after, sessions_total_after, revision, source, booking_id, actor, reason, "
+    "idempotency_key, created_at, related_purchase_id, detail"
 )
 
 LEDGER_PAGE = f"""

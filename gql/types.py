@@ -29,6 +29,25 @@ class Source(Enum):
     INTEGRATION = "INTEGRATION"
 
 
+@strawberry.enum(description="What a ledger entry did to its package.")
+class LedgerKind(Enum):
+    USE = strawberry.enum_value("USE", description="A session used (+1 used).")
+    RELEASE = strawberry.enum_value("RELEASE", description="A session given back (-1 used).")
+    HOLD = strawberry.enum_value("HOLD", description="A CONFIRMED booking took a hold.")
+    UNHOLD = strawberry.enum_value("UNHOLD", description="A booking gave its hold back.")
+    CANCEL = "CANCEL"
+    FREEZE = "FREEZE"
+    UNFREEZE = "UNFREEZE"
+    EXTEND = "EXTEND"
+    EXPIRE = "EXPIRE"
+    TRANSFER_OUT = strawberry.enum_value(
+        "TRANSFER_OUT", description="Sessions left for another package (-total)."
+    )
+    TRANSFER_IN = strawberry.enum_value(
+        "TRANSFER_IN", description="Sessions arrived from another package (+total)."
+    )
+
+
 @strawberry.enum
 class BookingStatus(Enum):
     CONFIRMED = "CONFIRMED"
@@ -299,9 +318,18 @@ async def _load_purchase(info: Info, purchase_id: int) -> Purchase | None:
 class LedgerEntry:
     id: strawberry.ID
     cursor: str
-    delta: int
+    kind: LedgerKind
+    delta: int = strawberry.field(description="The change of sessionsUsed (-1, 0 or +1).")
+    held_delta: int = strawberry.field(description="The change of sessionsHeld.")
+    total_delta: int = strawberry.field(description="The change of sessionsTotal (transfers).")
     sessions_used_after: int
+    sessions_held_after: int
+    sessions_total_after: int
     revision: int
+    detail: JSON | None = strawberry.field(
+        description="What a lifecycle entry changed (expiry before and after, frozen until, "
+        "sessions forfeited or expired, bookings moved)."
+    )
     source: Source
     actor: str
     reason: str | None
@@ -309,15 +337,23 @@ class LedgerEntry:
     created_at: datetime
     purchase_id: strawberry.Private[int]
     booking_id: strawberry.Private[int | None]
+    related_purchase_id: strawberry.Private[int | None]
 
     @classmethod
     def from_row(cls, row: Row) -> LedgerEntry:
+        detail = row["detail"]
         return cls(
             id=strawberry.ID(encode(Kind.LEDGER, row["id"])),
             cursor=str(row["id"]),
+            kind=LedgerKind(row["kind"]),
             delta=row["delta"],
+            held_delta=row["held_delta"],
+            total_delta=row["total_delta"],
             sessions_used_after=row["sessions_used_after"],
+            sessions_held_after=row["sessions_held_after"],
+            sessions_total_after=row["sessions_total_after"],
             revision=row["revision"],
+            detail=json.loads(detail) if isinstance(detail, str) else detail,
             source=Source(row["source"]),
             actor=row["actor"],
             reason=row["reason"],
@@ -325,6 +361,7 @@ class LedgerEntry:
             created_at=row["created_at"],
             purchase_id=row["purchase_id"],
             booking_id=row["booking_id"],
+            related_purchase_id=row["related_purchase_id"],
         )
 
     @strawberry.field
@@ -332,6 +369,16 @@ class LedgerEntry:
         row = await info.context.loaders.purchase.load(self.purchase_id)
         assert row is not None
         return Purchase.from_row(row)
+
+    @strawberry.field(
+        description="A transfer's other package; for a cancel, the package its bookings "
+        "moved to (null otherwise)."
+    )
+    async def related_purchase(self, info: Info) -> Purchase | None:
+        if self.related_purchase_id is None:
+            return None
+        row = await info.context.loaders.purchase.load(self.related_purchase_id)
+        return Purchase.from_row(row) if row is not None else None
 
     @strawberry.field
     async def booking(self, info: Info) -> Booking | None:

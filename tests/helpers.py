@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import asyncpg
+
 from tests.conftest import Api
 
 PURCHASE_FIELDS = "id sessionsTotal sessionsUsed sessionsRemaining revision status expiresAt"
@@ -68,6 +70,25 @@ async def package(
     )
     sold: dict[str, Any] = data["sellPackage"]
     return sold
+
+
+async def lapsed_package(
+    api: Api, client_id: str | None = None, total: int = 10, *, days_ago: float = 1
+) -> dict[str, Any]:
+    """A package whose expiry passed ``days_ago`` days ago. Selling one already expired is
+    refused, so it is sold valid for a day and its expiry moved back as time would have
+    (``expires_at`` is no count: the ledger does not replay it)."""
+    sold = await package(api, client_id, total=total, expires=at(days=1))
+    conn = await asyncpg.connect(api.settings.database_url)
+    try:
+        moved = await conn.fetchval(
+            "UPDATE purchases SET expires_at = $2 WHERE id = $1 RETURNING expires_at",
+            row_id(sold["id"]),
+            at(days=-days_ago),
+        )
+    finally:
+        await conn.close()
+    return {**sold, "expiresAt": moved.isoformat()}
 
 
 async def booking(

@@ -26,6 +26,7 @@ from tests.helpers import (
     booking,
     client,
     iso,
+    lapsed_package,
     package,
 )
 from tests.lifecycle import CANCEL_PACKAGE, EXTEND, FREEZE, FREEZE_THEN_UNFREEZE, TRANSFER
@@ -265,7 +266,7 @@ async def build_world(api: Api, name: str = "Ada") -> World:
     untouched = await package(api, cid, total=2)
     used_up = await package(api, cid, total=1)
     await api.data(USE, id=used_up["id"])
-    expired = await package(api, cid, total=3, expires=at(days=-1))
+    expired = await lapsed_package(api, cid, total=3)
     confirmed = await booking(api, cid, sold["id"], start=at(days=2))
     completed = await booking(api, cid, sold["id"])
     await api.data(COMPLETE, id=completed["id"], key=complete_key)

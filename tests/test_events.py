@@ -28,6 +28,7 @@ from tests.helpers import (
     at,
     booking,
     client,
+    lapsed_package,
     package,
     row_id,
 )
@@ -64,7 +65,7 @@ async def test_every_committed_change_writes_exactly_one_event(
     third = await booking(api, cid, sold["id"], start=at(days=2))
     await api.data(CANCEL, id=third["id"])
     due = await booking(api, cid, sold["id"], start=at(hours=-3))  # the sweeper completes it
-    expiring = await package(api, cid, total=2, expires=at(days=-1))
+    expiring = await lapsed_package(api, cid, total=2)
     reminded = await booking(api, cid, start=at(hours=2))  # due for its 24 h reminder
     await sweep_once(settings)
 

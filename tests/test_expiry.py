@@ -16,7 +16,7 @@ from punchcard.settings import Settings
 from punchcard.sweeper.senders import LogSender
 from punchcard.sweeper.worker import Sweeper
 from tests.conftest import Api
-from tests.helpers import COMPLETE, USE, at, booking, client, iso, package, row_id
+from tests.helpers import COMPLETE, USE, at, booking, client, iso, lapsed_package, package, row_id
 from tests.lifecycle import (
     EXTEND,
     FREEZE,
@@ -92,7 +92,7 @@ async def test_expiry_records_the_unused_sessions_and_unlinks_bookings_after_it(
 async def test_an_expired_package_extended_into_the_future_is_active_again(
     api: Api, db: asyncpg.Connection, worker_pool: asyncpg.Pool
 ) -> None:
-    sold = await package(api, total=3, expires=at(days=-2))
+    sold = await lapsed_package(api, total=3, days_ago=2)
     await lifecycle.expire_batch(worker_pool, limit=10)
     assert (await current(api, sold["id"]))["status"] == "EXPIRED"
     back = (await api.data(EXTEND, id=sold["id"], expires=iso(at(days=30))))["extendPackage"]

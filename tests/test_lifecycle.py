@@ -13,7 +13,18 @@ import asyncpg
 import pytest
 
 from tests.conftest import Api
-from tests.helpers import CREATE_CLIENT, SELL, USE, at, booking, client, iso, package, row_id
+from tests.helpers import (
+    CREATE_CLIENT,
+    RELEASE,
+    SELL,
+    USE,
+    at,
+    booking,
+    client,
+    iso,
+    package,
+    row_id,
+)
 from tests.lifecycle import (
     CANCEL_PACKAGE,
     EXTEND,
@@ -502,3 +513,69 @@ async def test_open_tabs_see_each_lifecycle_change_with_the_counts_as_of_it(
         "revision": 1,
     }
     assert (frozen["purchase"]["sessionsTotal"], frozen["purchase"]["status"]) == (7, "FROZEN")
+
+
+# --- what stays closed, and what the ledger says --------------------------------------------
+
+
+async def test_a_package_cannot_be_sold_already_expired(api: Api, db: asyncpg.Connection) -> None:
+    cid = await client(api)
+    async with unchanged(db):
+        assert (
+            await refused(api, SELL, client=cid, total=5, expires=iso(at(days=-1)))
+            == "BAD_USER_INPUT"
+        )
+    sold = await package(api, cid, total=5, expires=at(hours=1))  # a future one sells
+    assert sold["status"] == "ACTIVE"
+
+
+async def test_a_cancelled_package_gives_nothing_back_either(
+    api: Api, db: asyncpg.Connection
+) -> None:
+    """Reinstate on a cancelled package would leave it with sessions nobody can use: its
+    counts are final, like useSession's."""
+    cid = await client(api)
+    sold = await package(api, cid, total=5)
+    await api.data(USE, id=sold["id"])
+    await api.data(CANCEL_PACKAGE, id=sold["id"])
+    async with unchanged(db):
+        assert await refused(api, RELEASE, id=sold["id"]) == "PURCHASE_CANCELLED"
+    await assert_ledger_replays(db)
+
+
+LEDGER = """
+query($id: ID!) { purchase(id: $id) { ledger(first: 20) { nodes {
+  kind delta heldDelta totalDelta sessionsUsedAfter sessionsHeldAfter sessionsTotalAfter
+  revision detail relatedPurchase { id }
+} } } }"""
+
+
+async def test_the_ledger_names_each_entrys_kind_and_counts(api: Api) -> None:
+    cid, bea = await client(api), await client(api, "Bea")
+    sold = await package(api, cid, total=6, expires=at(days=30))
+    made = await booking(api, cid, sold["id"], start=at(days=2))
+    await api.data(USE, id=sold["id"])
+    moved = (await api.data(TRANSFER, **{"from": sold["id"], "to": bea, "sessions": 2}))[
+        "transferSessions"
+    ]
+    await api.data(EXTEND, id=sold["id"], expires=iso(at(days=60)))
+    nodes = (await api.data(LEDGER, id=sold["id"]))["purchase"]["ledger"]["nodes"]
+    rows = [(n["kind"], n["delta"], n["heldDelta"], n["totalDelta"], n["revision"]) for n in nodes]
+    assert rows == [
+        ("HOLD", 0, 1, 0, 1),
+        ("USE", 1, 0, 0, 2),
+        ("TRANSFER_OUT", 0, 0, -2, 3),
+        ("EXTEND", 0, 0, 0, 4),
+    ]
+    assert [
+        (n["sessionsUsedAfter"], n["sessionsHeldAfter"], n["sessionsTotalAfter"]) for n in nodes
+    ] == [
+        (0, 1, 6),
+        (1, 1, 6),
+        (1, 1, 4),
+        (1, 1, 4),
+    ]
+    assert nodes[2]["relatedPurchase"] == {"id": moved["toPurchase"]["id"]}
+    assert nodes[0]["relatedPurchase"] is None
+    assert set(nodes[3]["detail"]) >= {"expiresAtBefore", "expiresAtAfter"}
+    assert made["purchase"]["id"] == sold["id"]
