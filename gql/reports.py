@@ -11,7 +11,7 @@ import strawberry
 from punchcard.db.reports import Totals
 from punchcard.db.types import Row
 from punchcard.gql.context import Info
-from punchcard.gql.types import Client, Offer, Purchase, PurchaseStatus, load_client
+from punchcard.gql.types import Client, Offer, Purchase, PurchaseStatus, load_client, load_offer
 
 
 @strawberry.type(description="A package's counts as of a moment, replayed from its ledger.")
@@ -81,10 +81,7 @@ class PackageReportRow(SessionsAsOf):
 
     @strawberry.field(description="The offer it was sold from, if any.")
     async def offer(self, info: Info) -> Offer | None:
-        if self.offer_id is None:
-            return None
-        row = await info.context.loaders.offer.load(self.offer_id)
-        return Offer.from_row(row) if row is not None else None
+        return await load_offer(info, self.offer_id)
 
 
 def _counts(row: Row, at: datetime) -> dict[str, Any]:

@@ -208,10 +208,7 @@ class Purchase:
 
     @strawberry.field(description="The offer it was sold from, if any.")
     async def offer(self, info: Info) -> Offer | None:
-        if self.offer_id is None:
-            return None
-        row = await info.context.loaders.offer.load(self.offer_id)
-        return Offer.from_row(row) if row is not None else None
+        return await load_offer(info, self.offer_id)
 
     @strawberry.field(description="This package's ledger, oldest first.")
     async def ledger(
@@ -307,6 +304,14 @@ async def load_client(info: Info, client_id: int) -> Client:
     row = await info.context.loaders.client.load(client_id)
     assert row is not None  # same trainer, foreign key
     return Client.from_row(row)
+
+
+async def load_offer(info: Info, offer_id: int | None) -> Offer | None:
+    """The offer a package was sold from (None: none, or since deleted)."""
+    if offer_id is None:
+        return None
+    row = await info.context.loaders.offer.load(offer_id)
+    return Offer.from_row(row) if row is not None else None
 
 
 async def _load_purchase(info: Info, purchase_id: int) -> Purchase | None:
