@@ -83,7 +83,9 @@ async def seed(url: str) -> tuple[list[int], int]:
         await conn.execute(
             """
             INSERT INTO bookings (trainer_id, client_id, purchase_id, starts_at, ends_at)
-            SELECT 1, 1 + n % 100, CASE WHEN n % 4 = 0 THEN NULL ELSE 1 + n % 100 END,
+            SELECT 1, 1 + n % 100,
+                   CASE WHEN n % 4 <> 0 THEN (SELECT min(p.id) FROM purchases AS p
+                                               WHERE p.client_id = 1 + n % 100) END,
                    $1::timestamptz + make_interval(hours => n * 2),
                    $1::timestamptz + make_interval(hours => n * 2 + 1)
               FROM generate_series(0, 299) AS n
