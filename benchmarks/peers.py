@@ -10,8 +10,9 @@ Two pieces of work, each by all three servers, over the same seeded rows
 
 All three servers run for the whole benchmark; the targets take turns, round after
 round, so the machine's drift (other processes, autovacuum) hits them alike. Each line
-gives the median of the rounds (req/s, p50, p99 from wrk) and the ratios of the medians
-(vs the bare endpoint, vs PostGraphile), then every round's req/s. After each useSession
+gives the median of the rounds (req/s, p50, p99 from wrk), the ratios of the medians
+(vs the bare endpoint, vs PostGraphile), the medians of the ratios within each round
+("paired": vs bare / vs PostGraphile), then every round's req/s. After each useSession
 load the ledger is checked (benchmarks.http_api.checked).
 
     python -m benchmarks.peers [--seconds 10] [--rounds 3] [--connections 16]
@@ -130,10 +131,18 @@ def measure(target: Target, ids: list[int], seconds: int, connections: int, coun
     return load
 
 
+def paired_ratio(result: Result, peer: Result) -> float:
+    """The median of each round's ratio to the peer's load next to it: the machine's
+    drift between rounds (this one shares its host) cancels within a round."""
+    return statistics.median(
+        ours.rps / theirs.rps for ours, theirs in zip(result.loads, peer.loads, strict=True)
+    )
+
+
 def table(results: list[Result]) -> str:
     lines = [
         f"{'work':28} {'server':16} {'req/s':>7} {'p50 ms':>7} {'p99 ms':>7} "
-        f"{'p99/p50':>7} {'vs bare':>7} {'vs PG5':>7}  rounds (req/s)"
+        f"{'p99/p50':>7} {'vs bare':>7} {'vs PG5':>7} {'paired':>13}  rounds (req/s)"
     ]
     by = {(r.work, r.target): r for r in results}
     for r in results:
@@ -142,9 +151,11 @@ def table(results: list[Result]) -> str:
         bare = by[(r.work, BARE)].median(lambda load: load.rps)
         graphile = by[(r.work, POSTGRAPHILE)].median(lambda load: load.rps)
         rounds = ", ".join(f"{load.rps:.0f}" for load in r.loads)
+        to_bare = paired_ratio(r, by[(r.work, BARE)])
+        paired = f"{to_bare:.2f}/{paired_ratio(r, by[(r.work, POSTGRAPHILE)]):.2f}"
         lines.append(
             f"{r.work:28} {r.target:16} {rps:7.0f} {p50:7.2f} {p99:7.2f} {p99 / p50:7.2f} "
-            f"{rps / bare:7.2f} {rps / graphile:7.2f}  {rounds}"
+            f"{rps / bare:7.2f} {rps / graphile:7.2f} {paired:>13}  {rounds}"
         )
     api_use = by[("useSession, 1,000 packages", PUNCHCARD)]
     bare_use = by[("useSession, 1,000 packages", BARE)]

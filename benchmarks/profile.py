@@ -50,7 +50,7 @@ LAYERS = {
 }
 
 
-def profile(work: str, seconds: int) -> str:
+def profile(work: str, seconds: int, keep: Path | None = None) -> str:
     spy = shutil.which("py-spy") or bin_path("py-spy")
     if not Path(spy).exists():
         raise SystemExit("py-spy is missing: pip install py-spy")
@@ -75,13 +75,16 @@ def profile(work: str, seconds: int) -> str:
             load = wrk(f"{base}/graphql", body_template=body, ids=ids, token=token,
                        seconds=seconds)  # fmt: skip
             sampler.wait(seconds + 30)
+            if keep is not None:
+                shutil.copyfile(out, keep)
             return summary(out.read_text(), f"{work}: {load.rps:.0f} req/s under the sampler")
 
 
-def summary(raw: str, title: str) -> str:
+def summary(raw: str, title: str, top: int = 40) -> str:
     total = 0
     layers: collections.Counter[str] = collections.Counter()
     own: collections.Counter[str] = collections.Counter()
+    inclusive: collections.Counter[str] = collections.Counter()
     for line in raw.splitlines():
         stack, _, count_text = line.rpartition(" ")
         if not stack or not count_text.isdigit():
@@ -93,11 +96,16 @@ def summary(raw: str, title: str) -> str:
             if any(mark in frame for frame in frames for mark in marks):
                 layers[layer] += count
         own[frames[-1]] += count
+        for frame in set(frames):
+            inclusive[frame] += count
     lines = [f"{title}; {total} samples with the GIL held", "inclusive share by layer:"]
     for layer, count in layers.most_common():
         lines.append(f"  {count / total:6.1%}  {layer}")
     lines.append("hottest functions (own samples):")
     for frame, count in own.most_common(15):
+        lines.append(f"  {count / total:6.1%}  {frame[:110]}")
+    lines.append("hottest functions (inclusive: with what they call):")
+    for frame, count in inclusive.most_common(top):
         lines.append(f"  {count / total:6.1%}  {frame[:110]}")
     return "\n".join(lines)
 
@@ -106,5 +114,6 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--work", choices=("useSession", "calendar"), default="useSession")
     parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--keep", type=Path, help="also write py-spy's raw samples here")
     args = parser.parse_args()
-    print(profile(args.work, args.seconds))
+    print(profile(args.work, args.seconds, args.keep))
