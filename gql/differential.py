@@ -9,7 +9,11 @@ in the request (the test that sent it fails) and is appended, one JSON line each
 
 Both runs read one REPEATABLE READ snapshot on one connection (``Engine._differential``):
 tests that write while others read (the storms) cannot make the two runs see different
-rows, so any difference is the planner's, never a concurrent writer's."""
+rows, so any difference is the planner's, never a concurrent writer's.
+
+A planned mutation (one root field answered from its own row) runs once, on the plan;
+graphql-core's answer completes the same root outcome (``planned.replay``), so what is
+compared is everything after the change, and the change is never made twice."""
 
 from __future__ import annotations
 

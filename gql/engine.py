@@ -5,10 +5,11 @@ document cache and executes an operation with a context, nothing else; the HTTP
 endpoint, the WebSocket's queries and mutations and the live hub all go through it, and
 ``gql/results.py`` turns what it returns into what a client sees.
 
-A query the planner understands (``gql/plan.py``) runs on its plan (``gql/planned.py``),
-and on graphql-core whenever the plan meets something unexpected; ``planner=False`` runs
-every document on graphql-core, and ``planner_differential`` runs planned queries on both
-and compares them (``gql/differential.py``).
+A query or single-row mutation the planner understands (``gql/plan.py``) runs on its
+plan (``gql/planned.py``), and on graphql-core whenever the plan meets something
+unexpected (a mutation's root outcomes completed by graphql-core, never run twice);
+``planner=False`` runs every document on graphql-core, and ``planner_differential`` runs
+planned operations on both and compares them (``gql/differential.py``).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from inspect import isawaitable
 from typing import Any
 
 import asyncpg
-from graphql import ExecutionResult, GraphQLSchema
+from graphql import ExecutionResult, GraphQLSchema, OperationType
 from graphql.execution import Executor, execute
 from strawberry.execution import optimized_is_awaitable
 
@@ -112,8 +113,11 @@ class Engine:
             if settings.planner_differential:
                 return await self._differential(plan, variables, services, caller)
             context = build_context(services, caller)
-            result = await self._planned(plan, variables, context)
-            return result if result is not None else await self._run(operation, variables, context)
+            outcomes: dict[str, Any] = {}
+            result = await self._planned(plan, variables, context, outcomes)
+            if result is not None:
+                return result
+            return await self._run(operation, variables, context, outcomes)
         trainer_id = caller.trainer_id if isinstance(caller, Principal) else None
         async with services.pool.acquire_as(trainer_id) as conn:
             transaction = conn.transaction()
@@ -137,10 +141,15 @@ class Engine:
             return result
 
     async def _planned(
-        self, plan: Plan, variables: dict[str, Any] | None, context: Context
+        self,
+        plan: Plan,
+        variables: dict[str, Any] | None,
+        context: Context,
+        outcomes: dict[str, Any] | None = None,
     ) -> ExecutionResult | None:
         """The plan's answer, or None: graphql-core answers (on the same context, whose
-        loaders keep what the plan already read)."""
+        loaders keep what the plan already read, completing the ``outcomes`` a mutation's
+        root fields already had)."""
         operation = plan.operation
         executor = self.executor_class.build(
             self.graphql_schema,
@@ -150,7 +159,7 @@ class Engine:
             operation_name=operation.name,
             is_awaitable=optimized_is_awaitable,  # type: ignore[arg-type]
         )
-        result = await planned.run(plan, executor)
+        result = await planned.run(plan, executor, outcomes)
         self.planner.count("planned" if result is not None else "fallback")
         return result
 
@@ -169,6 +178,8 @@ class Engine:
         can be had (no caller, the database busy or down), the request is answered as
         without the check: by graphql-core, on an ordinary context."""
         operation = plan.operation
+        if operation.type is OperationType.MUTATION:
+            return await self._differential_mutation(plan, variables, services, caller)
         trainer_id = caller.trainer_id if isinstance(caller, Principal) else None
         ours = theirs = None
         if trainer_id is None:
@@ -216,15 +227,48 @@ class Engine:
         )
         return ours
 
-    async def _run(
-        self, operation: Operation, variables: dict[str, Any] | None, context: Context
+    async def _differential_mutation(
+        self,
+        plan: Plan,
+        variables: dict[str, Any] | None,
+        services: Services,
+        caller: Caller,
     ) -> ExecutionResult:
+        """A planned mutation's answer, checked against graphql-core completing the same
+        root outcomes (``planned.replay``: the change is made once, by the plan)."""
+        operation = plan.operation
+        context = build_context(services, caller)
+        outcomes: dict[str, Any] = {}
+        ours = await self._planned(plan, variables, context, outcomes)
+        if ours is None:
+            return await self._run(operation, variables, context, outcomes)
+        theirs = await self._run(operation, variables, build_context(services, caller), outcomes)
+        check(
+            ours,
+            theirs,
+            query=operation.text,
+            operation_name=operation.name,
+            variables=variables,
+            record=services.settings.planner_mismatches,
+        )
+        return ours
+
+    async def _run(
+        self,
+        operation: Operation,
+        variables: dict[str, Any] | None,
+        context: Context,
+        outcomes: dict[str, Any] | None = None,
+    ) -> ExecutionResult:
+        """graphql-core's answer; with ``outcomes``, a planned mutation's root fields are
+        completed from them instead of run again (``planned.replay``)."""
         result = execute(
             self.graphql_schema,
             operation.node,
             variable_values=variables,
             operation_name=operation.name,
             context_value=context,
+            middleware=[planned.replay(outcomes)] if outcomes else None,
             is_awaitable=optimized_is_awaitable,  # type: ignore[arg-type]
             executor_class=self.executor_class,
         )

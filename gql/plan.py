@@ -3,9 +3,12 @@
 A query is planned when everything in its document is something the planner knows how
 to run exactly as graphql-core would: object types, lists, non-nulls, scalars and enums,
 ``__typename``, fragments (named and inline, on object types), ``@skip``/``@include``.
-Anything else (mutations, subscriptions, introspection, interfaces or unions, any other
-directive, object types that check their values with ``is_type_of``) is not planned, and
-graphql-core runs it, as it runs every request the planner meets something unexpected in.
+So is a mutation of one root field answered from its own row (``Operation.atomic`` is
+false: ``useSession { sessionsUsed revision }``), whose coroutine resolver the plan runs
+exactly once (``gql/planned.py``). Anything else (mutations that commit whole,
+subscriptions, introspection, interfaces or unions, any other directive, object types
+that check their values with ``is_type_of``) is not planned, and graphql-core runs it,
+as it runs every request the planner meets something unexpected in.
 
 The compiled tree's parts are defined here (``gql/planned.py`` compiles and runs them,
 ``gql/generated.py`` writes each selection's code). The tree is cached on the plan when
@@ -101,6 +104,7 @@ class Tree:
 
     root: Selection
     arguments: list[tuple[GraphQLField, FieldDetails]]
+    mutation: bool = False  # its root fields run once, in order (planned.resolve_serially)
 
 
 @dataclass(slots=True)
@@ -163,11 +167,14 @@ class _Check(Visitor):
 
 def refusal(schema: GraphQLSchema, operation: Operation) -> tuple[str | None, bool]:
     """Why ``operation`` is not planned (None: it is), and whether it has conditions."""
-    if operation.type is not OperationType.QUERY:
-        return f"{operation.type.value}s are not planned", False
-    root = schema.query_type
+    if operation.type is OperationType.SUBSCRIPTION:
+        return "subscriptions are not planned", False
+    if operation.atomic:
+        return "mutations that commit whole (several fields, nested answers)", False
+    query = operation.type is OperationType.QUERY
+    root = schema.query_type if query else schema.mutation_type
     if root is None or root.is_type_of is not None:
-        return "no plannable query type", False
+        return f"no plannable {operation.type.value} type", False
     type_info = TypeInfo(schema)
     check = _Check(type_info)
     visit(operation.node, TypeInfoVisitor(type_info, check))

@@ -14,8 +14,14 @@ The planner never produces an error itself. Whatever it was not built for (a res
 that raises, a null where the schema says non-null, a value a serializer refuses, an
 awaitable where a plain value was expected, variables that do not coerce) raises
 ``Unplanned``: the partial work is thrown away and the engine runs the same request on
-graphql-core, which answers with exactly its errors, paths and null propagation. Only
-queries are planned, so running one again changes nothing."""
+graphql-core, which answers with exactly its errors, paths and null propagation.
+
+A query run again changes nothing; a mutation's root field must run once. So a planned
+mutation (one root field answered from its own row: ``Operation.atomic`` is false) awaits
+its root resolvers in order, as graphql-core does, and keeps each one's outcome (the
+value, or the exception it raised) in ``outcomes``; when anything after that is
+unplanned, graphql-core answers by completing those same outcomes (``replay``), never
+by calling the resolver again."""
 
 from __future__ import annotations
 
@@ -39,6 +45,7 @@ from graphql import (
     GraphQLObjectType,
     GraphQLOutputType,
     GraphQLString,
+    OperationType,
     Undefined,
     get_named_type,
     is_leaf_type,
@@ -56,7 +63,12 @@ from strawberry.execution import optimized_is_awaitable
 
 from punchcard.gql import generated
 from punchcard.gql.plan import Completer, Field, Pending, Plan, Reader, Run, Selection, Tree
-from punchcard.internals import basic_attribute, direct_resolver, prefetched_attribute
+from punchcard.internals import (
+    STRAWBERRY_DEFINITION,
+    basic_attribute,
+    direct_resolver,
+    prefetched_attribute,
+)
 
 is_awaitable = optimized_is_awaitable
 MAX_INT = 2_147_483_647
@@ -73,8 +85,12 @@ class Unplanned(Exception):
     """The request met something its plan did not expect: graphql-core answers it."""
 
 
-async def run(plan: Plan, executor: Executor[Any] | list[Any]) -> ExecutionResult | None:
-    """The planned answer, or None when graphql-core must answer instead."""
+async def run(
+    plan: Plan, executor: Executor[Any] | list[Any], outcomes: dict[str, Any] | None = None
+) -> ExecutionResult | None:
+    """The planned answer, or None when graphql-core must answer instead. A mutation's
+    root fields' outcomes are put in ``outcomes`` (by response key) as they settle:
+    when there are any, graphql-core must complete them (``replay``), not run again."""
     if isinstance(executor, list) or executor.middleware_manager is not None:
         return None  # variables that do not coerce: graphql-core says how
     tree = plan.tree
@@ -98,6 +114,8 @@ async def run(plan: Plan, executor: Executor[Any] | list[Any]) -> ExecutionResul
             for definition, details in tree.arguments
         ]
         data = tree.root.execute(state, executor.root_value, None)
+        if tree.mutation:
+            await resolve_serially(state, {} if outcomes is None else outcomes)
         await settle(state)
     except BaseException as error:
         await discard(state.pending)
@@ -107,16 +125,59 @@ async def run(plan: Plan, executor: Executor[Any] | list[Any]) -> ExecutionResul
     return ExecutionResult(data=data, errors=None)
 
 
+async def resolve_serially(state: Run, outcomes: dict[str, Any]) -> None:
+    """A mutation's root fields, awaited one after the other (as graphql-core runs them)
+    in this task, each outcome kept before it is completed; the first that raises stops
+    the rest (never started: graphql-core's replay starts them)."""
+    batch, state.pending = state.pending, []
+    for index, (awaitable, container, key, complete, path) in enumerate(batch):
+        try:
+            value = await awaitable
+        except Exception as error:
+            outcomes[str(key)] = error
+            await discard(batch[index + 1 :])
+            raise Unplanned from error
+        outcomes[str(key)] = value
+        container[key] = complete(state, value, path)  # type: ignore[index]
+
+
+def replay(outcomes: dict[str, Any]) -> Callable[..., Any]:
+    """graphql-core middleware answering a mutation's root fields with the outcomes a
+    planned run already had (raising the exception one raised), every other field as
+    usual: the resolvers that changed something are never called twice."""
+
+    def middleware(next_: Callable[..., Any], source: Any, info: Any, **arguments: Any) -> Any:
+        if info.path.prev is None and info.path.key in outcomes:
+            outcome = outcomes[info.path.key]
+            if isinstance(outcome, Exception):
+                raise outcome
+            return outcome
+        return next_(source, info, **arguments)
+
+    return middleware
+
+
 async def settle(state: Run) -> None:
     """Await each level's awaitables together (one DataLoader batch per level), then
     complete their values, which may leave the next level's."""
     while state.pending:
         batch, state.pending = state.pending, []
-        values = await gather(*(p[0] for p in batch), return_exceptions=True)
+        if len(batch) == 1:  # the level's one awaitable (a list's resolver): no task
+            values = [await _outcome(batch[0][0])]
+        else:
+            values = await gather(*(p[0] for p in batch), return_exceptions=True)
         for (_, container, key, complete, path), value in zip(batch, values, strict=True):
             if isinstance(value, BaseException):
                 raise Unplanned from value
             container[key] = complete(state, value, path)  # type: ignore[index]
+
+
+async def _outcome(awaitable: Any) -> Any:
+    """What ``gather(..., return_exceptions=True)`` gives for one awaitable."""
+    try:
+        return await awaitable
+    except Exception as error:
+        return error
 
 
 async def discard(pending: list[Pending]) -> None:
@@ -138,7 +199,8 @@ async def discard(pending: list[Pending]) -> None:
 
 def compile_tree(executor: Executor[Any], info_class: Any) -> Tree:
     compiler = _Compiler(executor, info_class)
-    root_type = executor.schema.query_type
+    mutation = executor.operation.operation is OperationType.MUTATION
+    root_type = executor.schema.mutation_type if mutation else executor.schema.query_type
     assert root_type is not None  # gql/plan.py checked
     collected = collect_fields(
         executor.schema,
@@ -151,7 +213,19 @@ def compile_tree(executor: Executor[Any], info_class: Any) -> Tree:
     if collected.new_defer_usages:
         raise Unplanned
     root = compiler.selection(root_type, collected.grouped_field_set)
-    return Tree(root, compiler.arguments)
+    if mutation and not all(_runs_once(field) for field in root.fields):
+        raise Unplanned
+    return Tree(root, compiler.arguments, mutation)
+
+
+def _runs_once(field: Field) -> bool:
+    """Whether a mutation's root field is one the plan can run exactly once: a coroutine
+    resolver (it starts when awaited, so nothing ran until ``resolve_serially`` awaits
+    it), or ``__typename``."""
+    if field.kind == "typename":
+        return True
+    definition = (field.definition.extensions or {}).get(STRAWBERRY_DEFINITION)
+    return field.kind == "resolve" and bool(getattr(definition, "is_async", False))
 
 
 class _Compiler:
@@ -198,7 +272,7 @@ class _Compiler:
                 key, "get", definition, nodes, parent_type, attribute, "call", None, None, -1,
                 complete, needs_path,
             )  # fmt: skip
-        resolve = None if slot >= 0 else direct_resolver(definition, self.info_class)
+        resolve = direct_resolver(definition, self.info_class)
         if resolve is None:
             resolve = definition.resolve or self.executor.field_resolver
         # A value a list resolver loaded ahead is read like a plain field; the resolver
@@ -320,19 +394,19 @@ def _coercer(leaf: GraphQLLeafType) -> Reader:
 def _enum(slow: Reader) -> Reader:
     """An enum's name for a member, remembered per member once the type's own
     ``coerce_output_value`` named it (members are singletons; the name of one never
-    changes). Keyed by member and checked by class, so an equal value of another type
-    (an IntEnum's int) is still asked of the type."""
-    names: dict[Any, tuple[type, str]] = {}
+    changes). Keyed by the member's identity (an Enum's ``__hash__`` is Python code, too
+    slow for every value of a list) and checked to be that very object, so an equal value
+    of another type (an IntEnum's int) is still asked of the type."""
+    names: dict[int, tuple[Any, str]] = {}
 
     def member(value: Any) -> Any:
+        known = names.get(id(value))
+        if known is not None and known[0] is value:
+            return known[1]
+        name = slow(value)
         if isinstance(value, Enum):
-            known = names.get(value)
-            if known is not None and known[0] is type(value):
-                return known[1]
-            name = slow(value)
-            names[value] = (type(value), name)
-            return name
-        return slow(value)
+            names[id(value)] = (value, name)  # the member kept: its id is never reused
+        return name
 
     return member
 

@@ -16,10 +16,12 @@ not by a live update silently dropped in production.
   exception handlers, with ``getattr`` as the default resolver), so the query planner
   (``gql/planned.py``) reads it directly. Where it does not recognise one, the planner
   calls the field's resolver like any other: slower, never different.
-- ``direct_resolver``: for a field whose resolver takes no GraphQL arguments and has no
-  extensions or exception handlers, what strawberry's resolver wrapper does, without its
-  per-call argument conversion: the resolver called with the object and a strawberry
-  ``Info``. Where it does not recognise the wrapper, the planner calls the wrapper.
+- ``direct_resolver``: for a field whose resolver has no extensions or exception handlers
+  and whose GraphQL arguments are scalars or enums or lists of them (or none), what
+  strawberry's resolver wrapper does, without its per-call argument conversion: the
+  resolver called with the object, its arguments under their Python names (lists
+  copied) and a strawberry ``Info``. Where it does not recognise the wrapper, the
+  planner calls the wrapper.
 - ``uvicorn_websocket``: uvicorn's ``websockets-sansio`` protocol behind an ASGI ``send``
   (``conn``, ``transport``, ``writable``, ``close_sent``), for writing live-update frames
   straight to the transport. Without it frames go through ASGI ``send``.
@@ -119,10 +121,12 @@ def prefetched_attribute(field: Any) -> str | None:
 RESOLVER_WRAPPERS = frozenset({"_resolver", "_async_resolver"})
 
 
-def direct_resolver(field: Any, info_class: Any) -> Callable[[Any, Any], Any] | None:
-    """``(source, graphql_info) -> result`` equal to strawberry's wrapper ``field.resolve``
-    for a resolver without GraphQL arguments, extensions or exception handlers (None:
-    call the wrapper)."""
+def direct_resolver(field: Any, info_class: Any) -> Callable[..., Any] | None:
+    """``(source, graphql_info, **arguments) -> result`` equal to strawberry's wrapper
+    ``field.resolve`` for a resolver without extensions or exception handlers whose
+    GraphQL arguments are all scalars or enums (None: call the wrapper). Strawberry
+    passes such an argument's value as graphql-core coerced it, under its Python name,
+    when the request has it; so does this, with the names paired once."""
     from strawberry.types.field import StrawberryField
 
     resolve = field.resolve
@@ -136,30 +140,89 @@ def direct_resolver(field: Any, info_class: Any) -> Callable[[Any, Any], Any] | 
     definition = (field.extensions or {}).get(STRAWBERRY_DEFINITION)
     if not isinstance(definition, StrawberryField) or definition.extensions:
         return None
-    if type(definition).get_result is not StrawberryField.get_result or field.args:
+    if type(definition).get_result is not StrawberryField.get_result:
         return None
     resolver = definition.base_resolver
-    if resolver is None or resolver.arguments:
+    if resolver is None or resolver.parent_parameter is not None:
         return None
-    if resolver.parent_parameter is not None or resolver.root_parameter is not None:
+    if resolver.root_parameter is not None:
         return None
-    wants_self = resolver.self_parameter is not None
+    names = _argument_names(field, definition)
     info = resolver.info_parameter
-    if info is None:
+    if info is None or names is None:
         return None
-    name = info.name
+    info_name = info.name
+    wants_self = resolver.self_parameter is not None
+
+    if names:
+        lists = frozenset(key for key, (_, is_list) in names.items() if is_list)
+
+        def with_arguments(source: Any, raw: Any, **arguments: Any) -> Any:
+            kwargs = {names[key][0]: value for key, value in arguments.items()}
+            for key in lists & arguments.keys():
+                value = arguments[key]  # copied, as strawberry does: graphql-core's
+                if value is not None:  # default is one list shared by every request
+                    kwargs[names[key][0]] = list(value)
+            kwargs[info_name] = info_class(_raw_info=raw, _field=definition)
+            return resolver(source, **kwargs) if wants_self else resolver(**kwargs)
+
+        return with_arguments
 
     if wants_self:
 
         def method(source: Any, raw: Any) -> Any:
-            return resolver(source, **{name: info_class(_raw_info=raw, _field=definition)})
+            return resolver(source, **{info_name: info_class(_raw_info=raw, _field=definition)})
 
         return method
 
     def function(source: Any, raw: Any) -> Any:
-        return resolver(**{name: info_class(_raw_info=raw, _field=definition)})
+        return resolver(**{info_name: info_class(_raw_info=raw, _field=definition)})
 
     return function
+
+
+def _argument_names(field: Any, definition: Any) -> dict[str, tuple[str, bool]] | None:
+    """GraphQL argument name -> (Python name, whether it is a list), when every argument
+    is one strawberry passes as it is (a scalar or enum, optional or not) or copies (a
+    list of them); never an input object, a nested list, a ``Maybe`` or a relay
+    ``GlobalID``. None otherwise."""
+    from graphql import GraphQLEnumType, GraphQLList, GraphQLNonNull, GraphQLScalarType
+    from strawberry.types.base import StrawberryList, StrawberryMaybe, StrawberryOptional
+
+    arguments = list(definition.arguments)
+    if len(arguments) != len(field.args):
+        return None
+    names: dict[str, tuple[str, bool]] = {}
+    for (graphql_name, graphql_argument), argument in zip(
+        field.args.items(), arguments, strict=True
+    ):
+        type_ = graphql_argument.type
+        if isinstance(type_, GraphQLNonNull):
+            type_ = type_.of_type
+        is_list = isinstance(type_, GraphQLList)
+        if is_list:
+            type_ = type_.of_type
+            if isinstance(type_, GraphQLNonNull):
+                type_ = type_.of_type
+        if not isinstance(type_, GraphQLScalarType | GraphQLEnumType):
+            return None
+        python_type = argument.type
+        if isinstance(python_type, StrawberryMaybe):
+            return None
+        if isinstance(python_type, StrawberryOptional):
+            python_type = python_type.of_type
+        if is_list != isinstance(python_type, StrawberryList):
+            return None
+        if is_list:
+            python_type = python_type.of_type
+            if isinstance(python_type, StrawberryOptional):
+                python_type = python_type.of_type
+        if getattr(python_type, "__name__", None) == "GlobalID" or type_.name == "GlobalID":
+            return None
+        if argument.python_name is None or argument.graphql_name not in (None, graphql_name):
+            return None
+        names[graphql_name] = (argument.python_name, is_list)
+    return names
 
 
 def strawberry_basic_fields(schema: Any) -> bool:

@@ -102,7 +102,18 @@ def test_the_planner_reads_plain_fields_and_calls_plain_resolvers_directly() -> 
     assert internals.basic_attribute(booking["startsAt"]) == "starts_at"
     assert internals.basic_attribute(booking["client"]) is None  # it has a resolver
     assert internals.direct_resolver(booking["client"], info) is not None
-    assert internals.direct_resolver(purchase["ledger"], info) is None  # it takes arguments
+    # Scalar arguments are passed as graphql-core coerced them, under their Python names
+    assert internals.direct_resolver(purchase["ledger"], info) is not None
+    assert internals._argument_names(
+        purchase["ledger"], purchase["ledger"].extensions[internals.STRAWBERRY_DEFINITION]
+    ) == {"first": ("first", False), "after": ("after", False)}
+    bookings = types["Query"].fields["bookings"]  # from: DateTime!, status: [BookingStatus!]
+    assert internals._argument_names(
+        bookings, bookings.extensions[internals.STRAWBERRY_DEFINITION]
+    ) == {"from": ("from_", False), "to": ("to", False), "status": ("status", True)}
+    # An input object is strawberry's to convert
+    mutation = types["Mutation"].fields
+    assert internals.direct_resolver(mutation["createClient"], info) is None
     assert internals.direct_resolver(booking["startsAt"], info) is None  # no resolver
 
 

@@ -302,23 +302,34 @@ async def test_an_expired_token_gets_graphql_cores_error(api: Api, core: Api) ->
     assert body["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
 
 
+# A mutation whose answer reaches past its row commits whole (Operation.atomic): unplanned.
+USE_WITH_CLIENT = "mutation($id: ID!) { useSession(purchaseId: $id) { id client { name } } }"
+USE_TWICE = """
+mutation($id: ID!) { a: useSession(purchaseId: $id) { id } b: useSession(purchaseId: $id) { id } }
+"""
+
+
 @pytest.mark.parametrize(
     "document",
     [
         "{ __schema { queryType { name } } }",
         'query { __type(name: "Booking") { name } }',
-        USE,
+        USE_WITH_CLIENT,
+        USE_TWICE,
     ],
 )
 async def test_what_the_planner_does_not_know_runs_on_graphql_core(
     api: Api, core: Api, diary: dict[str, str], document: str
 ) -> None:
-    """Introspection and mutations are never planned (a mutation must never run twice)."""
+    """Introspection and mutations that commit whole (several fields, nested answers) are
+    never planned (the latter run in their transaction, past the planner)."""
     counts = planner(api.settings).counts
-    before = counts["unplanned"]
+    before = Counter(counts)
     body = await api.post(document, id=diary["purchase"])
-    assert counts["unplanned"] == before + 1
-    assert "data" in body
+    went = Counter(counts)
+    went.subtract(before)
+    assert +went == (Counter() if "mutation" in document else UNPLANNED)
+    assert "data" in body and "errors" not in body
 
 
 async def test_a_read_only_api_key_reads_through_the_planner(
@@ -432,3 +443,119 @@ async def test_many_planned_calendars_at_once_answer_alike(
     reference = await core.post(CALENDAR, **variables)
     assert all(json.dumps(a) == json.dumps(reference) for a in answers)
     assert counts["planned"] >= before + 20
+
+
+# -- mutations: one root field answered from its own row -----------------------------------
+
+USE_COUNTS = "mutation($id: ID!) { useSession(purchaseId: $id) { sessionsUsed revision } }"
+
+
+async def ledger_size(api: Api, purchase_id: str) -> int:
+    data = await api.data(LEDGER_OF, id=purchase_id, first=100)
+    return len(data["purchase"]["ledger"]["nodes"])
+
+
+async def test_a_single_row_mutation_is_planned_and_runs_once(
+    api: Api, diary: dict[str, str]
+) -> None:
+    """useSession on the plan: one more USE, once (the suite's differential check also
+    has graphql-core complete the same outcome, and compares)."""
+    counts = planner(api.settings).counts
+    entries = await ledger_size(api, diary["purchase"])
+    before = Counter(counts)
+    body = await api.post(USE_COUNTS, id=diary["purchase"])
+    went = Counter(counts)
+    went.subtract(before)
+    assert +went == PLANNED
+    assert body == {"data": {"useSession": {"sessionsUsed": 2, "revision": entries + 1}}}
+    assert await ledger_size(api, diary["purchase"]) == entries + 1
+
+
+@pytest.mark.parametrize(
+    ("who", "purchase", "code"),
+    [
+        ("trainer-a", "pur_999999", "NOT_FOUND"),
+        ("trainer-a", "not-an-id", "BAD_USER_INPUT"),
+        ("trainer-b", None, "NOT_FOUND"),  # another trainer's package
+        (None, None, "UNAUTHENTICATED"),
+        ("trainer-a", "full", "NO_SESSIONS_REMAINING"),
+    ],
+)
+async def test_a_mutation_that_is_refused_answers_graphql_cores_error_and_changes_nothing(
+    api: Api, core: Api, diary: dict[str, str], who: str | None, purchase: str | None, code: str
+) -> None:
+    """The resolver raises: graphql-core completes that same error (never runs the
+    mutation again), and the answer is the one the planner-off app gives."""
+    target = diary["purchase"] if purchase is None else purchase
+    if purchase == "full":
+        target = (await package(api, diary["client"], total=1))["id"]
+        await api.data(USE, id=target)
+    caller = api.with_token(None) if who is None else api.as_trainer(who)
+    revision = (await api.data(PURCHASE_REVISION, id=diary["purchase"]))["purchase"]["revision"]
+    body, went = await answered(caller, core, USE_COUNTS, id=target)
+    assert went == FELL_BACK
+    assert body["data"] is None
+    (error,) = body["errors"]
+    assert error["extensions"]["code"] == code
+    assert error["path"] == ["useSession"]
+    after = (await api.data(PURCHASE_REVISION, id=diary["purchase"]))["purchase"]["revision"]
+    assert after == revision
+
+
+PURCHASE_REVISION = "query($id: ID!) { purchase(id: $id) { revision } }"
+
+
+async def test_a_mutation_whose_answer_fails_after_the_change_is_completed_not_run_again(
+    settings: Settings, diary: dict[str, str], monkeypatch: pytest.MonkeyPatch, api: Api
+) -> None:
+    """The plan's completion gives up after useSession changed the package: graphql-core
+    answers by completing the same outcome; the session is used once, not twice."""
+    from punchcard.gql import planned
+
+    real = planned._leaf
+
+    def refusing(type_: Any) -> Any:
+        check, coerce = real(type_)
+        if str(type_) != "Int!":
+            return check, coerce
+
+        def refuse(value: Any) -> Any:
+            raise planned.Unplanned
+
+        return "call", refuse
+
+    monkeypatch.setattr(planned, "_leaf", refusing)
+    checked = replace(settings, planner_differential=True)
+    # A document no other test sends, so no plan compiled before the sabotage is reused.
+    query = "mutation Refused($id: ID!) { useSession(purchaseId: $id) { revision sessionsUsed } }"
+    entries = await ledger_size(api, diary["purchase"])
+    counts = planner(checked).counts
+    before = Counter(counts)
+    async with in_process(checked, subject="trainer-a") as (_, http):
+        response = await http.post(
+            "/graphql", json={"query": query, "variables": {"id": diary["purchase"]}}
+        )
+    went = Counter(counts)
+    went.subtract(before)
+    assert +went == FELL_BACK
+    assert response.json() == {"data": {"useSession": {"revision": entries + 1, "sessionsUsed": 2}}}
+    assert await ledger_size(api, diary["purchase"]) == entries + 1
+
+
+async def test_concurrent_planned_uses_of_one_package_count_each_session_once(
+    api: Api, diary: dict[str, str]
+) -> None:
+    """20 planned useSessions at once on a package with 3 sessions left (5, 1 used, 1
+    held): 3 succeed, 17 are refused, and the ledger has exactly 3 more entries."""
+    entries = await ledger_size(api, diary["purchase"])
+    counts = planner(api.settings).counts
+    before = Counter(counts)
+    answers = await asyncio.gather(*(api.post(USE_COUNTS, id=diary["purchase"]) for _ in range(20)))
+    went = Counter(counts)
+    went.subtract(before)
+    used = [a["data"]["useSession"] for a in answers if "errors" not in a]
+    refused = [a["errors"][0]["extensions"]["code"] for a in answers if "errors" in a]
+    assert sorted(u["sessionsUsed"] for u in used) == [2, 3, 4]
+    assert refused == ["NO_SESSIONS_AVAILABLE"] * 17
+    assert went == Counter({"planned": 3, "fallback": 17})
+    assert await ledger_size(api, diary["purchase"]) == entries + 3
