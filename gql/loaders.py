@@ -24,6 +24,23 @@ def _by_id(pool: Database, trainer_id: int, fetch: Fetch) -> DataLoader[int, Row
     return DataLoader(load_fn=load)
 
 
+async def prefetch(loader: DataLoader[int, Row | None], ids: list[int]) -> dict[int, Row]:
+    """The rows of ``ids`` (distinct) by id, in the loader's one statement, without the
+    future per key ``load_many`` costs; primed into the loader, so a field that loads
+    one of them later reads it from there."""
+    if not ids:
+        return {}
+    rows = await loader.load_fn(ids)
+    found: dict[int, Row] = {}
+    for i, row in zip(ids, rows, strict=True):
+        if isinstance(row, BaseException):  # what a load function may answer for a key
+            raise row
+        if row is not None:
+            found[i] = row
+    loader.prime_many(found)
+    return found
+
+
 class Loaders:
     """Created lazily per request; each loader batches every key asked for in one tick."""
 

@@ -15,6 +15,7 @@ from punchcard.db.idempotency import check_key, fingerprint
 from punchcard.db.types import Row
 from punchcard.gql.context import Info
 from punchcard.gql.ids import Kind, decode, lookup
+from punchcard.gql.loaders import prefetch
 from punchcard.gql.types import Booking, BookingStatus, Client, Purchase
 
 MAX_CALENDAR = 2000
@@ -64,22 +65,21 @@ class Query:
 
 async def with_related(info: Info, rows: Sequence[Row]) -> list[Booking]:
     """Bookings with the clients and packages the query asks for loaded ahead, one
-    batched DataLoader call each, so the nested fields resolve without awaiting."""
+    statement each (``loaders.prefetch``), so the nested fields resolve without awaiting."""
     wanted = _subfields(info)
     loaders = info.context.loaders
-    no_rows: list[Row | None] = [None] * len(rows)
-    clients, purchases = await asyncio.gather(
-        loaders.client.load_many([r["client_id"] for r in rows])
-        if "client" in wanted
-        else _ready(no_rows),
-        loaders.purchase.load_many([r["purchase_id"] for r in rows if r["purchase_id"]])
+    # Each distinct id once: a month names each client and package many times.
+    client_ids = list(dict.fromkeys(r["client_id"] for r in rows)) if "client" in wanted else []
+    purchase_ids = (
+        list(dict.fromkeys(r["purchase_id"] for r in rows if r["purchase_id"]))
         if "purchase" in wanted
-        else _ready([]),
+        else []
+    )
+    client_rows, purchase_rows = await asyncio.gather(
+        prefetch(loaders.client, client_ids), prefetch(loaders.purchase, purchase_ids)
     )
     # One object per distinct client and package, shared by every booking naming it (a
     # month names each client several times; building one per booking repeated the work).
-    client_rows = {c["id"]: c for c in clients if c is not None}
-    purchase_rows = {p["id"]: p for p in purchases if p is not None}
     client_of = {i: Client.from_row(c) for i, c in client_rows.items()}
     purchase_of = {i: Purchase.from_row(p) for i, p in purchase_rows.items()}
     return [
@@ -100,10 +100,6 @@ def _subfields(info: Info) -> set[str]:
             return {"client", "purchase"}
         names.add(selection.name)
     return names
-
-
-async def _ready(value: list[Row | None]) -> list[Row | None]:
-    return value
 
 
 async def _move(
