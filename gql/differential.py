@@ -24,6 +24,8 @@ from typing import Any
 
 from graphql import ExecutionResult
 
+from punchcard.gql import json_bytes
+
 log = logging.getLogger("punchcard.planner")
 
 
@@ -32,11 +34,16 @@ class PlannerMismatch(AssertionError):
 
 
 def canonical(result: ExecutionResult) -> str:
-    """A response as the text that decides whether two are the same (key order kept)."""
+    """A response as the text that decides whether two are the same: the bytes HTTP
+    sends (``json_bytes``, key order kept; a planned answer's datetimes are written
+    there), or, for what no response could carry, its ``repr``."""
     body: dict[str, Any] = {"data": result.data}
     if result.errors:
         body["errors"] = [error.formatted for error in result.errors]
-    return json.dumps(body, ensure_ascii=False, default=repr)
+    try:
+        return json_bytes.dumps(body).decode()
+    except (TypeError, ValueError):
+        return json.dumps(body, ensure_ascii=False, default=repr)
 
 
 def check(

@@ -1,10 +1,12 @@
 """HTTP bodies encoded by orjson mean exactly what ``json.dumps`` said before: the same
-values, keys in the same order; non-ASCII goes out as UTF-8 (the HTTP answer checked
-byte-wise too); what orjson refuses falls back to ``json``."""
+values, keys in the same order (datetimes as their ``isoformat()``); non-ASCII goes out
+as UTF-8 (the HTTP answer checked byte-wise too); what orjson refuses falls back to
+``json``."""
 
 from __future__ import annotations
 
 import json
+from datetime import UTC, date
 from typing import Any
 
 from hypothesis import given, settings
@@ -66,3 +68,14 @@ async def test_http_answer_is_utf8(api: Api) -> None:
     assert response.status_code == 200
     assert response.content == f'{{"data":{{"client":{{"name":"{name}"}}}}}}'.encode()
     assert int(response.headers["content-length"]) == len(response.content)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.datetimes(timezones=st.just(UTC)) | st.datetimes() | st.dates())
+def test_a_datetime_is_written_as_its_isoformat(moment: date) -> None:
+    """What a planned answer leaves in its data for a DateTime leaf (a UTC datetime) is
+    written as graphql-core's serializer would have: ``isoformat()``, by orjson and by
+    the fallback alike."""
+    expected = json.dumps([moment.isoformat()], separators=(",", ":")).encode()
+    assert json_bytes.dumps([moment]) == expected
+    assert json_bytes.dumps([moment, 2**70]) == expected[:-1] + b"," + str(2**70).encode() + b"]"

@@ -13,7 +13,7 @@ import json
 from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -559,3 +559,17 @@ async def test_concurrent_planned_uses_of_one_package_count_each_session_once(
     assert refused == ["NO_SESSIONS_AVAILABLE"] * 17
     assert went == Counter({"planned": 3, "fallback": 17})
     assert await ledger_size(api, diary["purchase"]) == entries + 3
+
+
+def test_utc_datetimes_are_left_for_the_http_encoder(settings: Settings) -> None:
+    """A DateTime leaf's UTC value goes into the planned data as it is (json_bytes writes
+    its isoformat); any other value is serialized by the scalar there and then."""
+    from punchcard.gql.planned import _coercer
+
+    moment = _coercer(schema_for(settings)._schema.type_map["DateTime"])  # type: ignore[arg-type]
+    utc = datetime(2026, 3, 1, 9, 30, tzinfo=UTC)
+    assert moment(utc) is utc
+    elsewhere = utc.astimezone(timezone(timedelta(hours=2)))
+    assert moment(elsewhere) == "2026-03-01T11:30:00+02:00"
+    assert moment(utc.replace(tzinfo=None)) == "2026-03-01T09:30:00"
+    assert moment(None) is None
