@@ -40,7 +40,8 @@ _ID = re.compile(r"([a-z]{3})_([1-9][0-9]{0,17})")
 
 
 def encode(kind: Kind, value: int) -> str:
-    return f"{kind.value}_{value}"
+    # A StrEnum member is its str: concatenated without the (slow) ``.value`` property.
+    return kind + "_" + str(value)
 
 
 def lookup(kind: Kind, value: str) -> int | None:
