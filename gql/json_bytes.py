@@ -12,7 +12,8 @@ written as its ``isoformat()``, as graphql-core's DateTime serializer would: orj
 RFC 3339 text is that same string for an aware UTC value.
 
 HTTP only: WebSocket frames are text and are encoded where they are sent (``live/``),
-never here.
+never here; an engine answer sent there (a query over the socket) is encoded with
+``isoformat`` as ``json``'s ``default``.
 """
 
 from __future__ import annotations
@@ -28,10 +29,12 @@ def dumps(body: Any) -> bytes:
     try:
         return orjson.dumps(body)
     except TypeError:  # orjson.JSONEncodeError is a TypeError
-        return json.dumps(body, separators=(",", ":"), default=_isoformat).encode()
+        return json.dumps(body, separators=(",", ":"), default=isoformat).encode()
 
 
-def _isoformat(value: Any) -> str:
+def isoformat(value: Any) -> str:
+    """``json``'s ``default`` for an engine's answer: a date or datetime (a planned answer
+    leaves those) as its ``isoformat()``; anything else is refused as ``json`` would."""
     if isinstance(value, date):  # a datetime is a date
         return value.isoformat()
-    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")

@@ -24,9 +24,11 @@ unplanned, graphql-core answers by completing those same outcomes (``replay``), 
 by calling the resolver again.
 
 A planned answer's ``data`` may hold ``datetime`` values: a ``DateTime`` leaf whose value
-is a UTC ``datetime`` (every ``timestamptz`` asyncpg reads) is left for the HTTP encoder,
-``gql/json_bytes.py``, which writes the very text graphql-core's serializer
-(``isoformat``) would, about ten times faster. Its only reader is that encoder."""
+is a UTC ``datetime`` (every ``timestamptz`` asyncpg reads) is left for the encoder, which
+writes the very text graphql-core's serializer (``isoformat``) would: orjson over HTTP
+(``gql/json_bytes.py``), about ten times faster, and ``json`` with
+``json_bytes.isoformat`` as its default over the WebSocket (``live/connection.py``).
+Those two are the only readers of an engine's answer."""
 
 from __future__ import annotations
 

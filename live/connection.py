@@ -31,6 +31,7 @@ from typing import Any
 from graphql import GraphQLError, OperationType
 
 from punchcard.db.errors import Code, DomainError
+from punchcard.gql import json_bytes
 from punchcard.gql.auth import Principal
 from punchcard.gql.context import authenticate
 from punchcard.gql.documents import Operation
@@ -364,7 +365,10 @@ class Connection:
     # -- output ---------------------------------------------------------------------
 
     def put(self, key: object, message: dict[str, Any]) -> None:
-        text = json.dumps(message, separators=(",", ":"), ensure_ascii=False)
+        # default: an engine answer's datetimes (a planned query's, gql/planned.py)
+        text = json.dumps(
+            message, separators=(",", ":"), ensure_ascii=False, default=json_bytes.isoformat
+        )
         self.outbox.put(key, text.encode(), direct=False)
 
     async def close(self, code: int, reason: str) -> None:

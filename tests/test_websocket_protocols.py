@@ -8,6 +8,7 @@ import json
 import os
 import socket as sockets
 from collections.abc import Iterator
+from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -104,15 +105,20 @@ async def test_queries_mutations_and_refused_documents_over_the_socket(url: str)
     async with http_client(url, bearer) as http, socket(url, bearer) as sock:
         _, purchase = await package(http)
         await sock.subscribe(
-            "q", "query($id: ID!) { purchase(id: $id) { sessionsUsed } }", id=purchase
+            "q", "query($id: ID!) { purchase(id: $id) { sessionsUsed createdAt } }", id=purchase
         )
-        assert await sock.data("q") == {"purchase": {"sessionsUsed": 0}}
+        answered = await sock.data("q")
+        created = answered["purchase"]["createdAt"]  # a planned DateTime, written as text
+        assert datetime.fromisoformat(created).tzinfo is not None
+        assert answered == {"purchase": {"sessionsUsed": 0, "createdAt": created}}
         assert (await sock.message("q"))["type"] == "complete"
 
         await sock.subscribe(
-            "m", "mutation($id: ID!) { useSession(purchaseId: $id) { sessionsUsed } }", id=purchase
+            "m",
+            "mutation($id: ID!) { useSession(purchaseId: $id) { sessionsUsed createdAt } }",
+            id=purchase,
         )
-        assert await sock.data("m") == {"useSession": {"sessionsUsed": 1}}
+        assert await sock.data("m") == {"useSession": {"sessionsUsed": 1, "createdAt": created}}
         assert (await sock.message("m"))["type"] == "complete"
 
         await sock.subscribe("v", "subscription { purchaseUpdated { revision } }")
