@@ -12,8 +12,7 @@ written as its ``isoformat()``, as graphql-core's DateTime serializer would: orj
 RFC 3339 text is that same string for an aware UTC value.
 
 HTTP only: WebSocket frames are text and are encoded where they are sent (``live/``),
-never here; an engine answer sent there (a query over the socket) is encoded with
-``isoformat`` as ``json``'s ``default``.
+never here (``results.websocket_text``, with ``isoformat`` as ``json``'s ``default``).
 """
 
 from __future__ import annotations

@@ -26,8 +26,7 @@ by calling the resolver again.
 A planned answer's ``data`` may hold ``datetime`` values: a ``DateTime`` leaf whose value
 is a UTC ``datetime`` (every ``timestamptz`` asyncpg reads) is left for the encoder, which
 writes the very text graphql-core's serializer (``isoformat``) would: orjson over HTTP
-(``gql/json_bytes.py``), about ten times faster, and ``json`` with
-``json_bytes.isoformat`` as its default over the WebSocket (``live/connection.py``).
+(``gql/json_bytes.py``), about ten times faster, and ``results.websocket_text`` over the WebSocket.
 Those two are the only readers of an engine's answer."""
 
 from __future__ import annotations

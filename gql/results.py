@@ -9,6 +9,7 @@ from typing import Any
 
 from graphql import ExecutionResult, GraphQLError, GraphQLFormattedError
 
+from punchcard.gql import json_bytes
 from punchcard.gql.errors import masked
 
 
@@ -25,5 +26,14 @@ def response(result: ExecutionResult) -> dict[str, Any]:
 
 
 def encode(result: ExecutionResult) -> bytes:
-    """The response as compact UTF-8 JSON (text: WebSocket frames must stay text)."""
-    return json.dumps(response(result), separators=(",", ":"), ensure_ascii=False).encode()
+    """The response as a WebSocket frame's text (``websocket_text``)."""
+    return websocket_text(response(result))
+
+
+def websocket_text(body: Any) -> bytes:
+    """``body`` as compact UTF-8 JSON for a WebSocket frame (text, so ``json``, never
+    orjson's bytes); an engine answer's datetimes (a planned query's, ``gql/planned.py``)
+    as their ``isoformat()``."""
+    return json.dumps(
+        body, separators=(",", ":"), ensure_ascii=False, default=json_bytes.isoformat
+    ).encode()

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Collection, MutableMapping
@@ -31,13 +30,12 @@ from typing import Any
 from graphql import GraphQLError, OperationType
 
 from punchcard.db.errors import Code, DomainError
-from punchcard.gql import json_bytes
 from punchcard.gql.auth import Principal
 from punchcard.gql.context import authenticate
 from punchcard.gql.documents import Operation
 from punchcard.gql.http import header
 from punchcard.gql.payloads import PayloadError, loads
-from punchcard.gql.results import formatted_errors, response
+from punchcard.gql.results import formatted_errors, response, websocket_text
 from punchcard.live.hub import Hub, OperationErrors, Subscriber, as_graphql_error
 from punchcard.live.outbox import Outbox
 from punchcard.live.protocols import Vocabulary
@@ -365,11 +363,7 @@ class Connection:
     # -- output ---------------------------------------------------------------------
 
     def put(self, key: object, message: dict[str, Any]) -> None:
-        # default: an engine answer's datetimes (a planned query's, gql/planned.py)
-        text = json.dumps(
-            message, separators=(",", ":"), ensure_ascii=False, default=json_bytes.isoformat
-        )
-        self.outbox.put(key, text.encode(), direct=False)
+        self.outbox.put(key, websocket_text(message), direct=False)
 
     async def close(self, code: int, reason: str) -> None:
         if self.closing:

@@ -561,9 +561,10 @@ async def test_concurrent_planned_uses_of_one_package_count_each_session_once(
     assert await ledger_size(api, diary["purchase"]) == entries + 3
 
 
-def test_utc_datetimes_are_left_for_the_http_encoder(settings: Settings) -> None:
-    """A DateTime leaf's UTC value goes into the planned data as it is (json_bytes writes
-    its isoformat); any other value is serialized by the scalar there and then."""
+def test_utc_datetimes_are_left_for_the_encoder(settings: Settings) -> None:
+    """A DateTime leaf's UTC value goes into the planned data as it is (json_bytes and
+    results.websocket_text write its isoformat); any other value is serialized by the scalar there
+    and then."""
     from punchcard.gql.planned import _coercer
 
     moment = _coercer(schema_for(settings)._schema.type_map["DateTime"])  # type: ignore[arg-type]
